@@ -1,0 +1,83 @@
+"""How work splits over MPI ranks and how results are reduced.
+
+Every function works the same with one rank and without mpi4py installed: ``get_comm()`` then
+returns a :class:`SerialComm` with the few methods the kernels use.
+"""
+import numpy as np
+
+
+class SerialComm:
+    """Stand-in for an mpi4py communicator with one rank."""
+
+    rank = 0
+    size = 1
+
+    def Get_rank(self):
+        return 0
+
+    def Get_size(self):
+        return 1
+
+    def bcast(self, obj, root=0):
+        return obj
+
+    def allreduce(self, obj, op=None):
+        return obj
+
+    def gather(self, obj, root=0):
+        return [obj]
+
+    def allgather(self, obj):
+        return [obj]
+
+    def Barrier(self):
+        pass
+
+    barrier = Barrier
+
+    def Split(self, color=0, key=0):
+        return self
+
+
+def get_comm(comm=None):
+    """Return ``comm``, else mpi4py's COMM_WORLD, else a :class:`SerialComm`."""
+    if comm is not None:
+        return comm
+    try:
+        from mpi4py import MPI
+    except ImportError:  # mpi4py is optional for the kernels
+        return SerialComm()
+    return MPI.COMM_WORLD
+
+
+def is_root(comm=None):
+    """True on rank 0 (the only rank that writes files)."""
+    return get_comm(comm).Get_rank() == 0
+
+
+def block_range(n, rank, size):
+    """Contiguous block ``[start, stop)`` of ``range(n)`` owned by ``rank`` of ``size``.
+
+    Blocks differ in length by at most one and cover ``range(n)`` in rank order.
+    """
+    base, extra = divmod(int(n), int(size))
+    start = rank * base + min(rank, extra)
+    stop = start + base + (1 if rank < extra else 0)
+    return start, stop
+
+
+def allreduce_sum(array, comm=None):
+    """Sum a numpy array over ranks; every rank gets the total (a new array).
+
+    Integer arrays sum exactly. Floating arrays are gathered and summed in rank order, so the
+    result does not depend on MPI's reduction tree and equals the serial sum of the same parts.
+    """
+    comm = get_comm(comm)
+    array = np.ascontiguousarray(array)
+    if comm.Get_size() == 1:
+        return array.copy()
+    parts = comm.allgather(array)
+    total = np.zeros_like(array)
+    for part in parts:
+        total += part
+    return total

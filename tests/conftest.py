@@ -1,0 +1,40 @@
+"""Shared test helpers.
+
+``run_mpi(args, np=2)`` runs a command under ``mpirun`` (as root and with more ranks than
+cores, as on the CI machine) and returns the completed process; it fails the test with the
+command's output when the command fails.
+"""
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+MPIRUN = shutil.which("mpirun")
+
+
+def mpi_env():
+    env = dict(os.environ)
+    env.update(OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1",
+               OMPI_MCA_rmaps_base_oversubscribe="1", OMPI_MCA_btl_vader_single_copy_mechanism="none",
+               OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    return env
+
+
+def run_mpi(args, np=2, timeout=600, cwd=None, check=True):
+    """Run ``args`` (a list; a leading "python" means this interpreter) under mpirun -np ``np``."""
+    assert MPIRUN, "mpirun not found: run 'make setup' (installs openmpi-bin)"
+    args = [sys.executable if a == "python" else a for a in args]
+    cmd = [MPIRUN, "-np", str(np), "--oversubscribe"] + list(args)
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=cwd,
+                          env=mpi_env())
+    if check and proc.returncode != 0:
+        pytest.fail(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n"
+                    f"{proc.stderr[-4000:]}")
+    return proc
+
+
+@pytest.fixture
+def mpirun():
+    return run_mpi
