@@ -1,0 +1,401 @@
+"""One validated configuration object, read from YAML, with presets.
+
+A configuration has one section per layer: ``structure``, ``regions``, ``schedule``,
+``calculator``, ``dynamics``, ``output``, ``analysis``. Every key has a default (the field
+defaults below, which are the ``demo`` preset); a preset overrides some of them, a YAML file
+overrides the preset, and ``--set section.key=value`` on the command line overrides the file.
+Unknown keys are errors with a suggestion of the close match.
+"""
+import copy
+import dataclasses
+import difflib
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional, Union
+
+import yaml
+
+from .errors import UserError
+
+
+def _doc(default, doc, **kw):
+    """A dataclass field with a documentation string (shown by ``meltquench config --keys``)."""
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: copy.deepcopy(default), metadata={"doc": doc}, **kw)
+    return field(default=default, metadata={"doc": doc}, **kw)
+
+
+@dataclass
+class StructureConfig:
+    builder: str = _doc("v2o3-rhombohedral", "built-in crystal: 'v2o3' (hexagonal corundum cell, "
+                        "30 atoms) or 'v2o3-rhombohedral' (primitive cell, 10 atoms); ignored when "
+                        "'file' is given")
+    file: Optional[str] = _doc(None, "structure file instead of a builder: anything ASE reads "
+                               "(CIF, POSCAR, extxyz, traj); relative to the config file")
+    repeat: list = _doc([1, 1, 2], "supercell repeat along a, b, c")
+    defects: list = _doc([], "defect recipe: list of {kind: vacancy|antisite, species, region, "
+                          "count|fraction, ...} (see meltquench.defects)")
+    defect_stage: str = _doc("before-melt", "when the defects are made: 'before-melt' or "
+                             "'after-quench'")
+    seed: int = _doc(0, "random seed for the defects")
+
+
+@dataclass
+class RegionsConfig:
+    axis: Union[int, str] = _doc(2, "lattice vector the cell is split along: 0/1/2 or a/b/c")
+    melt_fraction: float = _doc(0.5, "fraction of the cell (by fractional coordinate) that melts")
+    origin: float = _doc(0.0, "fractional coordinate of the first boundary plane")
+    fix_crystal: bool = _doc(True, "hold the crystal half fixed (ASE FixAtoms)")
+
+
+@dataclass
+class ScheduleConfig:
+    T_start_K: float = _doc(300.0, "temperature at the start (K); the initial velocities are drawn at it")
+    T_melt_K: float = _doc(4000.0, "melt temperature (K)")
+    T_final_K: float = _doc(300.0, "final temperature (K)")
+    heat_ps: float = _doc(0.02, "heating time T_start -> T_melt (ps)")
+    melt_ps: float = _doc(0.03, "hold at T_melt (ps)")
+    quench_ps: Optional[float] = _doc(0.03, "quench time T_melt -> T_final (ps); or give "
+                                      "quench_rate_K_per_ps and set this to null")
+    quench_rate_K_per_ps: Optional[float] = _doc(None, "quench rate (K/ps), instead of quench_ps")
+    final_ps: float = _doc(0.02, "hold at T_final (ps)")
+
+
+@dataclass
+class CalculatorConfig:
+    name: str = _doc("gpaw", "force calculator: gpaw (default), vasp, tblite (GFN1-xTB) or pair "
+                     "(fast pair potential for tests)")
+    dispersion: Optional[str] = _doc("d3bj", "dispersion added on top: d3bj (DFT-D3 with "
+                                     "Becke-Johnson damping, dftd3 package) or null")
+    d3: dict = _doc({}, "D3 options: method (functional whose parameters are used; null: the "
+                    "calculator's xc), three_body (Axilrod-Teller-Muto term, default false)")
+    gpaw: dict = _doc({"basis": "sz(dzp)"}, "GPAW settings (see meltquench.calculators.CALCULATOR_DEFAULTS['gpaw'])")
+    vasp: dict = _doc({}, "VASP settings (see CALCULATOR_DEFAULTS['vasp'])")
+    tblite: dict = _doc({}, "tblite settings (see CALCULATOR_DEFAULTS['tblite'])")
+    pair: dict = _doc({}, "pair-potential settings (see CALCULATOR_DEFAULTS['pair'])")
+
+
+@dataclass
+class DynamicsConfig:
+    thermostat: str = _doc("bussi", "NVT scheme: nhc (Nose-Hoover chain), bussi (CSVR), langevin, "
+                           "berendsen (heating only, not canonical) or nve")
+    timestep_fs: float = _doc(2.0, "MD time step (fs), at most 5")
+    seed: int = _doc(42, "random seed: initial velocities and stochastic thermostats (same on all ranks)")
+    tdamp_fs: float = _doc(50.0, "nhc: thermostat time constant (fs)")
+    tchain: int = _doc(3, "nhc: chain length")
+    tloop: int = _doc(1, "nhc: number of sub-steps of the chain per time step")
+    taut_fs: float = _doc(10.0, "bussi, berendsen: relaxation time (fs)")
+    friction_per_fs: float = _doc(0.02, "langevin: friction (1/fs)")
+    final_relax: Optional[str] = _doc("FIRE", "geometry optimisation of the mobile atoms after the "
+                                      "quench: FIRE, BFGS or null")
+    relax_fmax: float = _doc(0.03, "force criterion of the final optimisation (eV/Å)")
+    relax_steps: int = _doc(20, "maximum optimisation steps")
+    max_temperature_factor: float = _doc(3.0, "runaway guard: stop when the kinetic T of the mobile "
+                                         "atoms exceeds this factor times max(target, 1000 K)")
+
+
+@dataclass
+class OutputConfig:
+    directory: Optional[str] = _doc(None, "run folder; null: runs/<name>-<date>-<time> (a new one "
+                                    "each run)")
+    name: str = _doc("demo", "run name, used for the default run folder")
+    overwrite: bool = _doc(False, "replace an existing run folder")
+    trajectory_interval: int = _doc(1, "write a trajectory frame every N steps")
+    checkpoint_interval: int = _doc(5, "write a checkpoint every N steps")
+    extxyz: bool = _doc(True, "also export the trajectory as extxyz at the end")
+    progress: str = _doc("auto", "auto (bar on a terminal, log lines otherwise), bar, log or none")
+    log_every: int = _doc(0, "with plain log lines: print one every N steps (0: about 20 in a run)")
+
+
+@dataclass
+class AnalysisConfig:
+    enabled: bool = _doc(True, "analyse the run at the end")
+    frames: str = _doc("final-hold", "which frames: final-hold (the last stage), final (the last "
+                       "frame, after the optimisation) or all")
+    rmax: float = _doc(6.0, "largest distance of g(r) (Å)")
+    nbins: int = _doc(200, "number of g(r) bins")
+    interface_width: float = _doc(3.0, "half-width of the interface band around the two boundary planes (Å)")
+    cutoffs: dict = _doc({}, "coordination cutoffs per pair, e.g. {V-O: 2.3} (Å); missing pairs: "
+                         "first minimum of g(r)")
+    pairs: Optional[list] = _doc(None, "pairs to analyse, e.g. [V-O, O-V]; null: every pair")
+
+
+SECTIONS = {"structure": StructureConfig, "regions": RegionsConfig, "schedule": ScheduleConfig,
+            "calculator": CalculatorConfig, "dynamics": DynamicsConfig, "output": OutputConfig,
+            "analysis": AnalysisConfig}
+
+
+@dataclass
+class Config:
+    structure: StructureConfig = field(default_factory=StructureConfig)
+    regions: RegionsConfig = field(default_factory=RegionsConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    calculator: CalculatorConfig = field(default_factory=CalculatorConfig)
+    dynamics: DynamicsConfig = field(default_factory=DynamicsConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)
+    analysis: AnalysisConfig = field(default_factory=AnalysisConfig)
+    source: Optional[str] = field(default=None, repr=False, compare=False)
+
+    def to_dict(self):
+        """Plain nested dict (YAML-ready) of every section."""
+        return {name: dataclasses.asdict(getattr(self, name)) for name in SECTIONS}
+
+    def to_yaml(self):
+        return yaml.safe_dump(self.to_dict(), sort_keys=False, default_flow_style=None)
+
+    def build_schedule(self):
+        from .schedule import melt_quench
+        s = self.schedule
+        return melt_quench(T_start_K=s.T_start_K, T_melt_K=s.T_melt_K, T_final_K=s.T_final_K,
+                           heat_fs=s.heat_ps * 1000.0, melt_fs=s.melt_ps * 1000.0,
+                           quench_fs=None if s.quench_ps is None else s.quench_ps * 1000.0,
+                           quench_rate_K_per_ps=s.quench_rate_K_per_ps,
+                           final_fs=s.final_ps * 1000.0)
+
+
+# --------------------------------------------------------------------------- presets
+PRESETS = {
+    "demo": {
+        "_description": "pipeline demonstration for a laptop: 20-atom V2O3, GPAW LCAO sz(dzp), "
+                        "0.1 ps programme (far too short to amorphise)",
+    },
+    "paper-perfect": {
+        "_description": "the paper's method on the perfect model: 240-atom V2O3 (2x2x2 hexagonal "
+                        "cells), PBE+U 3.25 eV, D3-BJ, Gamma, 2 fs, 4000 K melt, 300 K, 18 ps, "
+                        "final optimisation to 0.03 eV/Å (GPAW LCAO dzp)",
+        "structure": {"builder": "v2o3", "repeat": [2, 2, 2]},
+        "schedule": {"T_start_K": 300.0, "T_melt_K": 4000.0, "T_final_K": 300.0, "heat_ps": 1.0,
+                     "melt_ps": 6.0, "quench_ps": 9.0, "final_ps": 2.0},
+        "calculator": {"name": "gpaw", "dispersion": "d3bj", "gpaw": {"mode": "lcao", "basis": "dzp"}},
+        "dynamics": {"thermostat": "nhc", "timestep_fs": 2.0, "tdamp_fs": 100.0,
+                     "final_relax": "BFGS", "relax_fmax": 0.03, "relax_steps": 1000},
+        "output": {"name": "paper-perfect", "checkpoint_interval": 10},
+    },
+}
+
+
+def preset_dict(name):
+    """The overrides of preset ``name`` (without its description)."""
+    if name not in PRESETS:
+        raise UserError(f"unknown preset {name!r}{_suggest(name, PRESETS)}; "
+                        f"'meltquench presets' lists them")
+    return {k: v for k, v in copy.deepcopy(PRESETS[name]).items() if not k.startswith("_")}
+
+
+# --------------------------------------------------------------------------- loading
+def _suggest(word, choices):
+    close = difflib.get_close_matches(str(word), [str(c) for c in choices], n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def deep_merge(base, over):
+    """``base`` updated recursively by ``over`` (new dict; lists and scalars replaced)."""
+    out = copy.deepcopy(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def read_yaml(path):
+    """Read a YAML configuration file safely into a dict."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise UserError(f"config file not found: {path}") from None
+    except OSError as exc:
+        raise UserError(f"cannot read config file {path}: {exc.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise UserError(f"config file {path} is not valid YAML{where}: "
+                        f"{getattr(exc, 'problem', exc)}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise UserError(f"config file {path} must hold a mapping of sections "
+                        f"({', '.join(SECTIONS)}), not a {type(data).__name__}")
+    return data
+
+
+def parse_set(items):
+    """``['schedule.melt_ps=0.5', ...]`` -> nested override dict (values parsed as YAML)."""
+    out = {}
+    for item in items or ():
+        key, sep, value = item.partition("=")
+        if not sep or "." not in key:
+            raise UserError(f"--set takes section.key=value, got {item!r}")
+        parts = key.strip().split(".")
+        node = out
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        try:
+            node[parts[-1]] = yaml.safe_load(value)
+        except yaml.YAMLError:
+            raise UserError(f"--set {item!r}: the value is not valid YAML") from None
+    return out
+
+
+_TYPES = {float: (int, float), int: (int,), str: (str,), bool: (bool,), list: (list, tuple),
+          dict: (dict,)}
+
+
+def _check_value(section, key, value, annotation):
+    """Validate one value against its field type; return it (ints become floats for floats)."""
+    where = f"{section}.{key}"
+    optional = False
+    kinds = [annotation]
+    origin = getattr(annotation, "__origin__", None)
+    if origin is Union:
+        kinds = [a for a in annotation.__args__ if a is not type(None)]
+        optional = len(kinds) < len(annotation.__args__)
+    if value is None:
+        if optional:
+            return None
+        raise UserError(f"{where} must not be null")
+    for kind in kinds:
+        if kind is Any:
+            return value
+        ok = _TYPES[kind]
+        if isinstance(value, bool) and kind is not bool:
+            continue
+        if isinstance(value, ok):
+            return float(value) if kind is float else (list(value) if kind is list else value)
+    names = " or ".join(k.__name__ for k in kinds)
+    raise UserError(f"{where} must be {names}, got {value!r}")
+
+
+def _section_from_dict(name, data):
+    cls = SECTIONS[name]
+    if not isinstance(data, dict):
+        raise UserError(f"section '{name}' must be a mapping of keys, got {data!r}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for key, value in data.items():
+        if key not in fields:
+            raise UserError(f"unknown key '{name}.{key}'{_suggest(key, fields)}; "
+                            f"'meltquench config --keys' lists every key")
+        kwargs[key] = _check_value(name, key, value, hints[key])
+    return cls(**kwargs)
+
+
+def config_from_dict(data, source=None):
+    """Validate a nested dict into a :class:`Config` (defaults fill what is missing)."""
+    for key in data:
+        if key not in SECTIONS:
+            raise UserError(f"unknown config section '{key}'{_suggest(key, SECTIONS)}; sections: "
+                            f"{', '.join(SECTIONS)}")
+    cfg = Config(**{name: _section_from_dict(name, data.get(name) or {}) for name in SECTIONS},
+                 source=source)
+    validate(cfg)
+    return cfg
+
+
+def load_config(path=None, preset=None, overrides=()):
+    """Defaults <- preset <- YAML file <- ``--set`` overrides, validated into a :class:`Config`."""
+    data = preset_dict(preset) if preset else {}
+    base_dir = None
+    if path is not None:
+        file_data = read_yaml(path)
+        base_dir = Path(path).resolve().parent
+        data = deep_merge(data, file_data)
+    data = deep_merge(data, parse_set(overrides))
+    structure = data.get("structure") or {}
+    if isinstance(structure, dict) and structure.get("file") and base_dir is not None:
+        file = Path(structure["file"])
+        if not file.is_absolute():
+            structure["file"] = str(base_dir / file)
+    return config_from_dict(data, source=str(path) if path else None)
+
+
+# --------------------------------------------------------------------------- validation
+_AXES = {"a": 0, "b": 1, "c": 2, "x": 0, "y": 1, "z": 2}
+THERMOSTATS = ("nhc", "bussi", "langevin", "berendsen", "nve")
+CALCULATORS = ("gpaw", "vasp", "tblite", "pair")
+
+
+def _one_of(where, value, choices):
+    if value not in choices:
+        raise UserError(f"{where} must be one of {', '.join(map(str, choices))}, got {value!r}"
+                        f"{_suggest(value, choices)}")
+
+
+def validate(cfg):
+    """Check values and cross-section consistency; normalise a few (axis letters, calculator)."""
+    from .structures import BUILDERS
+    st = cfg.structure
+    if st.file is None:
+        _one_of("structure.builder", st.builder, tuple(BUILDERS))
+    if len(st.repeat) != 3 or not all(isinstance(r, int) and not isinstance(r, bool) and r >= 1
+                                      for r in st.repeat):
+        raise UserError(f"structure.repeat must be three whole numbers >= 1, got {st.repeat}")
+    _one_of("structure.defect_stage", st.defect_stage, ("before-melt", "after-quench"))
+    rg = cfg.regions
+    if isinstance(rg.axis, str):
+        if rg.axis.lower() not in _AXES:
+            raise UserError(f"regions.axis must be 0, 1, 2 or a, b, c, got {rg.axis!r}")
+        rg.axis = _AXES[rg.axis.lower()]
+    if rg.axis not in (0, 1, 2):
+        raise UserError(f"regions.axis must be 0, 1, 2 or a, b, c, got {rg.axis!r}")
+    if not 0.0 < rg.melt_fraction < 1.0:
+        raise UserError(f"regions.melt_fraction must lie strictly between 0 and 1, got {rg.melt_fraction}")
+    cfg.build_schedule()  # raises UserError for bad temperatures and durations
+    dy = cfg.dynamics
+    _one_of("dynamics.thermostat", dy.thermostat, THERMOSTATS)
+    if not 0.0 < dy.timestep_fs <= 5.0:
+        raise UserError(f"dynamics.timestep_fs must be > 0 and <= 5 fs, got {dy.timestep_fs}")
+    for key in ("tdamp_fs", "taut_fs", "friction_per_fs", "relax_fmax", "max_temperature_factor"):
+        if not getattr(dy, key) > 0:
+            raise UserError(f"dynamics.{key} must be > 0, got {getattr(dy, key)}")
+    if dy.final_relax is not None:
+        _one_of("dynamics.final_relax", dy.final_relax, ("FIRE", "BFGS"))
+    out = cfg.output
+    for key in ("trajectory_interval", "checkpoint_interval"):
+        if getattr(out, key) < 1:
+            raise UserError(f"output.{key} must be >= 1, got {getattr(out, key)}")
+    _one_of("output.progress", out.progress, ("auto", "bar", "log", "none"))
+    an = cfg.analysis
+    _one_of("analysis.frames", an.frames, ("final-hold", "final", "all"))
+    if not (an.rmax > 0 and an.nbins >= 1 and an.interface_width >= 0):
+        raise UserError("analysis: rmax must be > 0, nbins >= 1 and interface_width >= 0")
+    _validate_calculator(cfg.calculator)
+
+
+def _validate_calculator(calc):
+    _one_of("calculator.name", calc.name, CALCULATORS)
+    if calc.dispersion is not None:
+        _one_of("calculator.dispersion", calc.dispersion, ("d3bj",))
+    from .calculators import CALCULATOR_DEFAULTS
+    for name in CALCULATORS + ("d3",):
+        given = getattr(calc, name)
+        defaults = CALCULATOR_DEFAULTS.get(name, {})
+        for key in given:
+            if key not in defaults:
+                raise UserError(f"unknown key 'calculator.{name}.{key}'{_suggest(key, defaults)}; "
+                                f"put any other {name} keyword under calculator.{name}.extra")
+        setattr(calc, name, deep_merge(defaults, given))
+
+
+def calculator_settings(cfg):
+    """The plain dict :func:`meltquench.calculators.make_calculator` takes."""
+    c = cfg.calculator
+    return {"name": c.name, "dispersion": c.dispersion, "d3": c.d3, "gpaw": c.gpaw, "vasp": c.vasp,
+            "tblite": c.tblite, "pair": c.pair}
+
+
+def describe_keys():
+    """Every key with its default and documentation, one per line, by section."""
+    lines = []
+    for name, cls in SECTIONS.items():
+        lines.append(f"{name}:")
+        for f in dataclasses.fields(cls):
+            default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+            lines.append(f"  {f.name}: {default!r}\n      {f.metadata.get('doc', '')}")
+    return "\n".join(lines)
