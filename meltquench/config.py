@@ -34,8 +34,9 @@ class StructureConfig:
     file: Optional[str] = _doc(None, "structure file instead of a builder: anything ASE reads "
                                "(CIF, POSCAR, extxyz, traj); relative to the config file")
     repeat: list = _doc([1, 1, 2], "supercell repeat along a, b, c")
-    defects: list = _doc([], "defect recipe: list of {kind: vacancy|antisite, species, region, "
-                          "count|fraction, ...} (see meltquench.defects)")
+    defects: Union[list, str] = _doc([], "defect recipe: a list of {kind: vacancy|antisite, species, "
+                                      "region, count|fraction, ...} (see meltquench.defects), or "
+                                      "'paper' for the paper's defective model")
     defect_stage: str = _doc("before-melt", "when the defects are made: 'before-melt' or "
                              "'after-quench'")
     seed: int = _doc(0, "random seed for the defects")
@@ -121,9 +122,18 @@ class AnalysisConfig:
     pairs: Optional[list] = _doc(None, "pairs to analyse, e.g. [V-O, O-V]; null: every pair")
 
 
+@dataclass
+class ReplicasConfig:
+    count: int = _doc(1, "independent melt-quench runs in one job: the MPI ranks split into "
+                      "groups, each with its own calculator and run folder <dir>/replica-<i>")
+    vary: dict = _doc({}, "per-replica values, e.g. {schedule.quench_rate_K_per_ps: [100, 200]}; "
+                      "each list has one value per replica. dynamics.seed and structure.seed get "
+                      "+i for replica i unless given here")
+
+
 SECTIONS = {"structure": StructureConfig, "regions": RegionsConfig, "schedule": ScheduleConfig,
             "calculator": CalculatorConfig, "dynamics": DynamicsConfig, "output": OutputConfig,
-            "analysis": AnalysisConfig}
+            "analysis": AnalysisConfig, "replicas": ReplicasConfig}
 
 
 @dataclass
@@ -135,6 +145,7 @@ class Config:
     dynamics: DynamicsConfig = field(default_factory=DynamicsConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
     analysis: AnalysisConfig = field(default_factory=AnalysisConfig)
+    replicas: ReplicasConfig = field(default_factory=ReplicasConfig)
     source: Optional[str] = field(default=None, repr=False, compare=False)
 
     def to_dict(self):
@@ -155,22 +166,76 @@ class Config:
 
 
 # --------------------------------------------------------------------------- presets
-PRESETS = {
-    "demo": {
-        "_description": "pipeline demonstration for a laptop: 20-atom V2O3, GPAW LCAO sz(dzp), "
-                        "0.1 ps programme (far too short to amorphise)",
-    },
-    "paper-perfect": {
-        "_description": "the paper's method on the perfect model: 240-atom V2O3 (2x2x2 hexagonal "
-                        "cells), PBE+U 3.25 eV, D3-BJ, Gamma, 2 fs, 4000 K melt, 300 K, 18 ps, "
-                        "final optimisation to 0.03 eV/Å (GPAW LCAO dzp)",
+def deep_merge(base, over):
+    """``base`` updated recursively by ``over`` (new dict; lists and scalars replaced)."""
+    out = copy.deepcopy(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def _paper(**extra):
+    """The paper's method (Osman et al. 2022) as config overrides, plus ``extra``."""
+    base = {
+        # 240 atoms (2x2x2 hexagonal cells, V96 O144): each half is a 14 Å slab along c, thick
+        # enough for a bulk-like middle in both phases; the paper's Figure 4 models look about
+        # this size (at least 120 atoms).
         "structure": {"builder": "v2o3", "repeat": [2, 2, 2]},
         "schedule": {"T_start_K": 300.0, "T_melt_K": 4000.0, "T_final_K": 300.0, "heat_ps": 1.0,
                      "melt_ps": 6.0, "quench_ps": 9.0, "final_ps": 2.0},
-        "calculator": {"name": "gpaw", "dispersion": "d3bj", "gpaw": {"mode": "lcao", "basis": "dzp"}},
+        # LCAO dzp, not PW 450 eV, by default: about ten times cheaper per MD step for 240 atoms
+        # with forces close to PW's; set calculator.gpaw.mode: pw for the plane-wave check.
+        "calculator": {"name": "gpaw", "dispersion": "d3bj",
+                       "gpaw": {"mode": "lcao", "basis": "dzp", "ecut": 450.0}},
         "dynamics": {"thermostat": "nhc", "timestep_fs": 2.0, "tdamp_fs": 100.0,
                      "final_relax": "BFGS", "relax_fmax": 0.03, "relax_steps": 1000},
-        "output": {"name": "paper-perfect", "checkpoint_interval": 10},
+        "output": {"checkpoint_interval": 10},
+    }
+    return deep_merge(base, extra)
+
+
+def _vasp(preset):
+    return deep_merge(preset, {"calculator": {"name": "vasp"}})
+
+
+_DEFECTIVE = {
+    # The paper's defective heterophase: V vacancies in the crystalline half (C-V(2-x)O3), O
+    # vacancies and V/O antisites in the amorphous half (A-V2O(3-x)); see
+    # meltquench.defects.PAPER_DEFECTIVE_RECIPE. Made after the quench (then the final
+    # optimisation relaxes around them): antisites made before a 4000 K melt would be
+    # scrambled by it and mean nothing.
+    "structure": {"defects": "paper", "defect_stage": "after-quench", "seed": 1},
+    # the defects exist only after the quench: analyse the final, optimised structure
+    "analysis": {"frames": "final"},
+}
+
+PRESETS = {
+    "demo": {
+        "_description": "pipeline demonstration for a laptop: 20-atom V2O3, GPAW LCAO sz(dzp) with "
+                        "PBE+U and D3, 0.1 ps programme (far too short to amorphise)",
+    },
+    "paper-perfect": {
+        "_description": "the paper's method on the perfect A/C model: 240-atom V2O3 (2x2x2 "
+                        "hexagonal cells), GPAW LCAO dzp, PBE+U 3.25 eV, D3-BJ, Gamma, NHC, 2 fs, "
+                        "4000 K melt, 300 K, 18 ps, BFGS to 0.03 eV/Å",
+        **_paper(output={"name": "paper-perfect"}),
+    },
+    "paper-defective": {
+        "_description": "as paper-perfect, then the paper's defects after the quench: V vacancies "
+                        "in the crystal half, O vacancies and V/O antisites in the amorphous half",
+        **_paper(output={"name": "paper-defective"}, **_DEFECTIVE),
+    },
+    "paper-perfect-vasp": {
+        "_description": "paper-perfect with VASP (ENCUT 450, LDAU, IVDW 12, ISYM 0); "
+                        "'meltquench build --write-input DIR' writes INCAR/POSCAR/KPOINTS",
+        **_vasp(_paper(output={"name": "paper-perfect-vasp"})),
+    },
+    "paper-defective-vasp": {
+        "_description": "paper-defective with VASP",
+        **_vasp(_paper(output={"name": "paper-defective-vasp"}, **_DEFECTIVE)),
     },
 }
 
@@ -187,17 +252,6 @@ def preset_dict(name):
 def _suggest(word, choices):
     close = difflib.get_close_matches(str(word), [str(c) for c in choices], n=1, cutoff=0.6)
     return f" (did you mean {close[0]!r}?)" if close else ""
-
-
-def deep_merge(base, over):
-    """``base`` updated recursively by ``over`` (new dict; lists and scalars replaced)."""
-    out = copy.deepcopy(base)
-    for key, value in over.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = deep_merge(out[key], value)
-        else:
-            out[key] = copy.deepcopy(value)
-    return out
 
 
 def read_yaml(path):
@@ -337,6 +391,8 @@ def validate(cfg):
                                       for r in st.repeat):
         raise UserError(f"structure.repeat must be three whole numbers >= 1, got {st.repeat}")
     _one_of("structure.defect_stage", st.defect_stage, ("before-melt", "after-quench"))
+    if isinstance(st.defects, str):
+        _one_of("structure.defects", st.defects, ("paper",))
     rg = cfg.regions
     if isinstance(rg.axis, str):
         if rg.axis.lower() not in _AXES:
@@ -366,6 +422,34 @@ def validate(cfg):
     if not (an.rmax > 0 and an.nbins >= 1 and an.interface_width >= 0):
         raise UserError("analysis: rmax must be > 0, nbins >= 1 and interface_width >= 0")
     _validate_calculator(cfg.calculator)
+    rp = cfg.replicas
+    if rp.count < 1:
+        raise UserError(f"replicas.count must be >= 1, got {rp.count}")
+    for key, values in rp.vary.items():
+        if not isinstance(values, list) or len(values) != rp.count:
+            raise UserError(f"replicas.vary.{key} must be a list of replicas.count = {rp.count} values")
+        section, _, name = str(key).partition(".")
+        if section not in SECTIONS or section == "replicas" or not name:
+            raise UserError(f"replicas.vary: {key!r} is not a section.key of the configuration")
+
+
+def replica_config(cfg, index):
+    """The configuration of replica ``index``: ``replicas.vary`` values applied, seeds shifted."""
+    data = cfg.to_dict()
+    data["replicas"] = {"count": 1, "vary": {}}
+    vary = cfg.replicas.vary
+    if "dynamics.seed" not in vary:
+        data["dynamics"]["seed"] = cfg.dynamics.seed + index
+    if "structure.seed" not in vary:
+        data["structure"]["seed"] = cfg.structure.seed + index
+    for key, values in vary.items():
+        section, _, name = key.partition(".")
+        node = data[section]
+        parts = name.split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = values[index]
+    return config_from_dict(data, source=cfg.source)
 
 
 def _validate_calculator(calc):

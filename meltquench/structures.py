@@ -88,8 +88,9 @@ def split_regions(atoms, axis=2, melt_fraction=0.5, origin=0.0, fix_crystal=True
     The cell is cut along lattice vector ``axis`` by fractional coordinate: an atom with
     ``(s - origin) mod 1 < 1 - melt_fraction`` is crystal, the rest is melt. The two
     boundary planes sit at ``origin`` and ``origin + 1 - melt_fraction``. With
-    ``fix_crystal`` the crystal atoms get an ASE :class:`FixAtoms` constraint (replacing any
-    FixAtoms already there). Returns ``atoms``.
+    ``fix_crystal`` the crystal atoms are held by an ASE :class:`FixAtoms` constraint, together
+    with any atoms a FixAtoms already held (e.g. from a POSCAR's selective dynamics). Returns
+    ``atoms``.
     """
     if axis not in (0, 1, 2):
         raise UserError(f"regions.axis must be 0, 1 or 2 (a, b or c), got {axis!r}")
@@ -109,8 +110,9 @@ def split_regions(atoms, axis=2, melt_fraction=0.5, origin=0.0, fix_crystal=True
                             f"{axis}, choose another regions.melt_fraction or a larger "
                             "structure.repeat")
     if fix_crystal:
+        fixed = fixed_mask(atoms) | (tags == CRYSTAL)
         others = [c for c in atoms.constraints if not isinstance(c, FixAtoms)]
-        atoms.set_constraint(others + [FixAtoms(mask=tags == CRYSTAL)])
+        atoms.set_constraint(others + [FixAtoms(mask=fixed)])
     return atoms
 
 

@@ -1,0 +1,22 @@
+# make run   : set everything up, then run the demo (meltquench run, its built-in defaults)
+# make test  : set everything up, then run the whole test suite (MPI tests included)
+# make bench : set up with the benchmark extras, then run every benchmark and print one table
+PYTHON ?= python3
+export OMPI_ALLOW_RUN_AS_ROOT = 1
+export OMPI_ALLOW_RUN_AS_ROOT_CONFIRM = 1
+export OMPI_MCA_rmaps_base_oversubscribe = 1
+export OMP_NUM_THREADS ?= 1
+
+.PHONY: setup run test bench
+setup:
+	PYTHON=$(PYTHON) bash scripts/setup.sh dev
+
+run: setup
+	meltquench run
+
+test: setup
+	$(PYTHON) -m pytest -q tests
+
+bench:
+	PYTHON=$(PYTHON) bash scripts/setup.sh bench
+	$(PYTHON) benchmarks/run_all.py

@@ -1,0 +1,236 @@
+"""The ``meltquench`` command line: run, analyse, build, presets, config.
+
+Bad input ends with one line on standard error and exit code 2 (a traceback only with
+``--debug``). ``meltquench run`` exit codes: 0 done, 2 bad input, 75 stopped by a signal or by
+``--stop-after`` (checkpointed: ``--restart`` continues), 3 runaway dynamics, 4 SCF failure
+(both checkpointed at the last good step), 1 anything unexpected.
+"""
+import argparse
+import sys
+import textwrap
+
+from . import __version__
+from .errors import RunStopped, UserError
+
+EPILOG = """\
+examples:
+  meltquench run                          the demo on its built-in defaults (a few minutes)
+  mpirun -np 4 meltquench run config.yaml GPAW on 4 ranks, files written by rank 0
+  meltquench run --preset paper-perfect --dry-run
+                                          the paper's method: print the plan and cost, run nothing
+  meltquench run --restart runs/demo-20261125-101500
+                                          continue a stopped run from its last checkpoint
+  meltquench analyse runs/demo-20261125-101500
+                                          region-resolved g(r) and coordination numbers
+  meltquench config --show --preset demo  the resolved configuration as YAML
+  meltquench config --keys                every configuration key with its default
+"""
+
+
+def _add_config_args(p):
+    p.add_argument("config", nargs="?", help="YAML configuration file (default: built-in defaults, "
+                   "which are the 'demo' preset)")
+    p.add_argument("--preset", metavar="NAME", help="start from a preset ('meltquench presets' lists them)")
+    p.add_argument("--set", metavar="SECTION.KEY=VALUE", action="append", default=[], dest="overrides",
+                   help="override one key, e.g. --set schedule.melt_ps=0.5 (repeatable)")
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog="meltquench", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG,
+        description="Ab initio melt-quench engine: fix one half of a crystal, melt and quench the "
+                    "other half under NVT with DFT forces (GPAW by default), and measure the "
+                    "amorphous/crystalline result (partial g(r), coordination numbers).")
+    parser.add_argument("--version", action="version", version=f"meltquench {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("run", help="run a melt-quench (default: the demo)",
+                       description="Build the model, melt and quench it, optimise, analyse. Every "
+                       "output goes into one run folder (default runs/<name>-<date>-<time>).",
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       epilog="exit codes: 0 done, 2 bad input, 75 stopped by a signal or "
+                       "--stop-after (checkpointed),\n3 runaway dynamics, 4 SCF failure, 1 unexpected error")
+    _add_config_args(p)
+    p.add_argument("-o", "--output", metavar="DIR", help="run folder (overrides output.directory)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
+    p.add_argument("--restart", metavar="RUN_DIR", help="continue RUN_DIR from its last checkpoint "
+                   "with its own config.yaml")
+    p.add_argument("--dry-run", action="store_true", help="build the structure, resolve the "
+                   "configuration, print the plan and the estimated cost; run nothing")
+    p.add_argument("--stop-after", metavar="TIME", help="wall-time budget (seconds or HH:MM:SS): "
+                   "checkpoint and exit with code 75 before it is spent")
+
+    p = sub.add_parser("analyse", aliases=["analyze"], help="region-resolved g(r) and coordination "
+                       "numbers of a run folder or trajectory")
+    from .analysis import add_arguments
+    add_arguments(p)
+
+    p = sub.add_parser("build", help="build the starting model and write it to a file")
+    _add_config_args(p)
+    p.add_argument("-o", "--output", metavar="FILE", default="model.traj",
+                   help="output file, any format ASE writes (default model.traj; extxyz keeps the "
+                   "region labels as tags)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing file")
+
+    sub.add_parser("presets", help="list the presets with their cost")
+
+    p = sub.add_parser("config", help="show the resolved configuration or every key")
+    _add_config_args(p)
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--show", action="store_true", help="print the resolved configuration (default)")
+    group.add_argument("--keys", action="store_true", help="print every key with its default and meaning")
+    return parser
+
+
+def parse_duration(text):
+    """'3600', '90.5' or 'HH:MM:SS' / 'MM:SS' -> seconds."""
+    if text is None:
+        return None
+    try:
+        parts = [float(x) for x in str(text).split(":")]
+    except ValueError:
+        raise UserError(f"--stop-after takes seconds or HH:MM:SS, got {text!r}") from None
+    seconds = 0.0
+    for part in parts:
+        seconds = seconds * 60.0 + part
+    if seconds <= 0 or len(parts) > 3:
+        raise UserError(f"--stop-after takes a positive time in seconds or HH:MM:SS, got {text!r}")
+    return seconds
+
+
+def cmd_run(args):
+    from . import driver
+    from .config import load_config
+    stop_after = parse_duration(args.stop_after)
+    if args.restart:
+        if args.config or args.preset or args.overrides:
+            raise UserError("--restart continues with the run's own config.yaml: give no config, "
+                            "--preset or --set with it")
+        from pathlib import Path
+        if (Path(args.restart) / "replicas.yaml").exists():
+            from .replicas import restart_replicas
+            restart_replicas(args.restart, stop_after_s=stop_after)
+        else:
+            driver.restart(args.restart, stop_after_s=stop_after)
+        return 0
+    cfg = load_config(args.config, preset=args.preset, overrides=args.overrides)
+    if args.output:
+        cfg.output.directory = args.output
+    if args.dry_run:
+        from .plan import dry_run
+        print(dry_run(cfg))
+        return 0
+    if cfg.replicas.count > 1:
+        from .kernels.parallel import get_comm
+        from .replicas import run_replicas
+        run_dir = cfg.output.directory or driver.default_run_dir(cfg, get_comm())
+        run_replicas(cfg, run_dir, overwrite=args.overwrite or cfg.output.overwrite,
+                     stop_after_s=stop_after)
+        return 0
+    result = driver.run(cfg, overwrite=args.overwrite or cfg.output.overwrite, stop_after_s=stop_after)
+    from .kernels.parallel import is_root
+    if is_root():
+        print(f"\nDone: {result.nsteps} MD steps. Outputs in {result.run_dir}/:")
+        for name in sorted(p.name for p in result.run_dir.iterdir()):
+            print(f"  {name}")
+        if cfg.output.name == "demo":
+            print("\nThis was the demo: a demonstration of the pipeline on a small cell, far too "
+                  "short to amorphise anything.\nFor the paper's method: meltquench run --preset "
+                  "paper-perfect --dry-run (then on a cluster, see scripts/).")
+    return 0
+
+
+def cmd_build(args):
+    from pathlib import Path
+
+    from ase.io import write
+
+    from .config import load_config
+    from .driver import build_structure
+    from .kernels.parallel import is_root
+    from .structures import format_region_report
+    cfg = load_config(args.config, preset=args.preset, overrides=args.overrides)
+    atoms = build_structure(cfg)
+    out = Path(args.output)
+    if out.exists() and not args.overwrite:
+        raise UserError(f"{out} already exists: pass --overwrite to replace it")
+    if is_root():
+        try:
+            write(out, atoms)
+        except Exception as exc:
+            raise UserError(f"cannot write {out}: {exc}") from None
+        print(f"{atoms.get_chemical_formula()} ({len(atoms)} atoms) written to {out}")
+        print(format_region_report(atoms))
+    return 0
+
+
+def cmd_presets(args):
+    from .config import PRESETS
+    from .plan import preset_cost
+    for name, preset in PRESETS.items():
+        print(f"{name}\n  {preset['_description']}")
+        print(textwrap.indent(preset_cost(name), "  "))
+    return 0
+
+
+def cmd_config(args):
+    from .config import describe_keys, load_config
+    if args.keys:
+        print(describe_keys())
+        return 0
+    cfg = load_config(args.config, preset=args.preset, overrides=args.overrides)
+    print(cfg.to_yaml(), end="")
+    return 0
+
+
+def cmd_analyse(args):
+    from .analysis import run_from_args
+    run_from_args(args)
+    return 0
+
+
+COMMANDS = {"run": cmd_run, "analyse": cmd_analyse, "analyze": cmd_analyse, "build": cmd_build,
+            "presets": cmd_presets, "config": cmd_config}
+
+
+def _rank():
+    if "mpi4py" not in sys.modules:
+        return 0, 1
+    from mpi4py import MPI
+    return MPI.COMM_WORLD.Get_rank(), MPI.COMM_WORLD.Get_size()
+
+
+def main(argv=None):
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    command = args.command or "run"
+    if args.command is None:
+        args = parser.parse_args(["run"] + list(argv if argv is not None else sys.argv[1:]))
+    try:
+        return COMMANDS[command](args)
+    except (UserError, RunStopped) as exc:
+        if args.debug:
+            raise
+        rank, _ = _rank()
+        if rank == 0:
+            print(f"meltquench: error: {exc}" if isinstance(exc, UserError) else f"meltquench: {exc}",
+                  file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("meltquench: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        if args.debug:
+            raise
+        rank, size = _rank()
+        print(f"meltquench: unexpected error{f' on rank {rank}' if size > 1 else ''}: "
+              f"{type(exc).__name__}: {exc} (rerun with --debug for the traceback)", file=sys.stderr)
+        if size > 1:
+            from mpi4py import MPI
+            MPI.COMM_WORLD.Abort(1)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,100 @@
+"""The plan of a run before it runs: atoms, regions, steps and an estimated cost.
+
+The cost is a rough extrapolation from step times measured on a 2-core development machine
+(:data:`MEASURED`, with the command that measured them) to the model's size: LCAO and PW
+costs grow about as N^3 with the number of atoms N at these sizes, and ideal division over the
+MPI ranks is assumed. Treat it as an order of magnitude, not a promise.
+"""
+from .config import PRESETS, calculator_settings, load_config
+
+#: Seconds per MD step measured on one core of the development machine (Debian, 2 cores),
+#: (calculator, mode/basis) -> (atoms, seconds per MD step at 4000 K with the engine's
+#: defaults). Measured with ``python benchmarks/bench_gpaw_scf.py`` (GPAW) and
+#: ``python benchmarks/bench_gpaw_scf.py --calculator tblite`` style runs; see
+#: benchmarks/README.md for the figures.
+MEASURED = {
+    ("gpaw", "lcao", "sz(dzp)"): (20, 6.0),
+    ("gpaw", "lcao", "dzp"): (20, 15.0),
+    ("gpaw", "pw", None): (20, 60.0),
+    ("tblite", None, None): (30, 3.0),   # GFN1-xTB, OMP_NUM_THREADS=1, machine loaded
+    ("pair", None, None): (60, 0.0011),
+}
+SCALING_EXPONENT = 3.0
+
+
+def step_cost_s(cfg, n_atoms, ranks=1):
+    """Estimated wall seconds per MD step (None for VASP, which we cannot measure here)."""
+    c = cfg.calculator
+    if c.name == "gpaw":
+        mode = c.gpaw.get("mode", "lcao")
+        key = ("gpaw", mode, c.gpaw.get("basis") if mode == "lcao" else None)
+        ref = MEASURED.get(key) or MEASURED[("gpaw", "lcao", "dzp")]
+    elif c.name == "vasp":
+        return None
+    else:
+        ref = MEASURED[(c.name, None, None)]
+    n_ref, s_ref = ref
+    return s_ref * (n_atoms / n_ref) ** SCALING_EXPONENT / max(ranks, 1)
+
+
+def format_duration(seconds):
+    if seconds is None:
+        return "unknown"
+    for unit, size in (("days", 86400.0), ("h", 3600.0), ("min", 60.0)):
+        if seconds >= size:
+            return f"{seconds / size:.1f} {unit}"
+    return f"{seconds:.0f} s"
+
+
+def cost_lines(cfg, atoms, ranks=1):
+    schedule = cfg.build_schedule()
+    nsteps = schedule.nsteps(cfg.dynamics.timestep_fs)
+    per_step = step_cost_s(cfg, len(atoms), ranks)
+    relax = cfg.dynamics.relax_steps if cfg.dynamics.final_relax else 0
+    total = None if per_step is None else per_step * (nsteps + relax)
+    lines = [f"atoms {len(atoms)} ({atoms.get_chemical_formula()}), MD steps {nsteps} "
+             f"({schedule.total_fs / 1000.0:g} ps at {cfg.dynamics.timestep_fs} fs)"
+             + (f" + up to {relax} optimisation steps" if relax else "")]
+    if per_step is None:
+        lines.append("cost: VASP is not measured here (it writes the same physics as input files)")
+    else:
+        lines.append(f"estimated cost on {ranks} core(s) of a 2-core laptop-class machine: "
+                     f"~{format_duration(per_step)} per step, ~{format_duration(total)} in all "
+                     "(rough N^3 extrapolation; see meltquench.plan)")
+    return lines
+
+
+def dry_run(cfg, ranks=None):
+    """Build the structure and describe the run without calling the calculator."""
+    from .driver import build_structure, defect_lines, describe_calculator
+    from .kernels.parallel import get_comm
+    from .structures import format_region_report
+    atoms = build_structure(cfg)
+    ranks = ranks or get_comm().Get_size()
+    schedule = cfg.build_schedule()
+    lines = ["dry run: nothing is computed",
+             f"structure: {atoms.get_chemical_formula()} ({len(atoms)} atoms), cell "
+             + " ".join(f"{x:.3f}" for x in atoms.cell.cellpar()),
+             format_region_report(atoms),
+             *defect_lines(cfg, atoms),
+             f"calculator: {describe_calculator(cfg)}",
+             f"dynamics: {cfg.dynamics.thermostat}, seed {cfg.dynamics.seed}",
+             schedule.describe()]
+    settings = calculator_settings(cfg)
+    if settings["name"] == "gpaw":
+        from .calculators import parallel_layout
+        lines.append(f"GPAW parallel layout on {ranks} rank(s): {parallel_layout(settings, ranks)}")
+    lines += cost_lines(cfg, atoms, ranks)
+    lines.append(f"output: {cfg.output.directory or f'runs/{cfg.output.name}-<date>-<time>'}")
+    return "\n".join(lines)
+
+
+def preset_cost(name):
+    """Atoms, steps and cost of preset ``name`` (builds its structure; computes nothing)."""
+    from .driver import build_structure
+    cfg = load_config(preset=name)
+    atoms = build_structure(cfg)
+    return "\n".join(cost_lines(cfg, atoms))
+
+
+__all__ = ["dry_run", "preset_cost", "step_cost_s", "PRESETS"]

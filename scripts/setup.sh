@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Set up everything meltquench needs on a Debian/Ubuntu machine, idempotently:
+# the system libraries GPAW builds against (libxc, OpenBLAS, FFTW, OpenMPI headers and runtime),
+# then meltquench itself with its Python dependencies (pip install -e ".[EXTRAS]").
+#   usage: scripts/setup.sh [EXTRAS]        (EXTRAS default: dev)
+# Set MELTQUENCH_SKIP_APT=1 on a cluster where the modules system provides MPI and BLAS.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-python3}
+EXTRAS=${1:-dev}
+export PIP_ROOT_USER_ACTION=ignore PIP_DISABLE_PIP_VERSION_CHECK=1
+
+APT_PACKAGES="libxc-dev libopenblas-dev libfftw3-dev libopenmpi-dev openmpi-bin"
+if [ "${MELTQUENCH_SKIP_APT:-0}" != 1 ] && command -v apt-get >/dev/null; then
+  missing=""
+  for pkg in $APT_PACKAGES; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing="$missing $pkg"
+  done
+  if [ -n "$missing" ]; then
+    echo "setup: installing system packages:$missing"
+    SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq $missing >/dev/null
+  else
+    echo "setup: system packages present ($APT_PACKAGES)"
+  fi
+fi
+
+if $PYTHON -c "import meltquench, gpaw, numba, mpi4py, ase, dftd3" 2>/dev/null \
+   && [ "$($PYTHON -c 'import meltquench,os;print(os.path.realpath(os.path.dirname(meltquench.__file__)))')" = "$(realpath meltquench)" ] \
+   && [ "$EXTRAS" != dev -o -n "$($PYTHON -c 'import pytest, tblite' 2>/dev/null && echo ok)" ]; then
+  echo "setup: Python packages present; refreshing the editable install of meltquench"
+  $PYTHON -m pip install -q --no-deps -e . 
+else
+  echo "setup: installing Python packages: meltquench[$EXTRAS] and its dependencies (ase, gpaw +"
+  echo "       gpaw-data, numba, numpy, scipy, mpi4py, dftd3, ...); GPAW compiles in about a minute"
+  $PYTHON -m pip install -q -e ".[$EXTRAS]"
+fi
+$PYTHON -c "import gpaw, numba, mpi4py, ase; print(f'setup: ok (ase {ase.__version__}, gpaw {gpaw.__version__}, numba {numba.__version__}, mpi4py {mpi4py.__version__})')"

@@ -1,0 +1,138 @@
+"""The melt-quench driver on the fast pair potential: schedule, fixed atoms, restart, outputs."""
+import numpy as np
+import pytest
+import yaml
+from ase.io import read
+
+from meltquench import driver
+from meltquench.config import load_config
+from meltquench.errors import Interrupted, UserError
+from meltquench.structures import CRYSTAL, MELT, split_regions, v2o3_corundum
+
+FAST = ["calculator.name=pair", "calculator.dispersion=null", "output.progress=none",
+        "analysis.enabled=false", "dynamics.final_relax=null"]
+
+
+def fast_config(*extra):
+    return load_config(overrides=FAST + list(extra))
+
+
+def md_log(run_dir):
+    rows = [line.split() for line in (run_dir / "md.log").read_text().splitlines()
+            if not line.startswith("#")]
+    return {"step": np.array([int(r[0]) for r in rows]),
+            "T_target": np.array([float(r[2]) for r in rows]),
+            "T_kin": np.array([float(r[3]) for r in rows]),
+            "E_pot": np.array([float(r[4]) for r in rows]),
+            "E_cons": np.array([float(r[6]) for r in rows]),
+            "stage": [r[9] for r in rows]}
+
+
+def test_schedule_is_followed_and_fixed_atoms_never_move(tmp_path):
+    cfg = fast_config("structure.builder=v2o3", "structure.repeat=[1,1,2]",
+                      "schedule.heat_ps=0.2", "schedule.melt_ps=0.3", "schedule.quench_ps=0.3",
+                      "schedule.final_ps=0.2", "schedule.T_melt_K=2500", "dynamics.taut_fs=20",
+                      "output.trajectory_interval=5")
+    result = driver.run(cfg, run_dir=tmp_path / "run")
+    log = md_log(tmp_path / "run")
+    assert list(log["step"]) == list(range(501))
+    # the kinetic temperature of the mobile atoms tracks the target: 50-step window means
+    # (30 mobile atoms: canonical fluctuations of a window mean are ~5%)
+    for stage, target in (("melt", 2500.0), ("final", 300.0)):
+        sel = np.array([s == stage for s in log["stage"]])
+        window = log["T_kin"][sel][-50:]
+        assert abs(window.mean() - target) < 0.15 * target, (stage, window.mean())
+    frames = read(tmp_path / "run" / "trajectory.traj", ":")
+    assert len(frames) == 101
+    crystal = frames[0].get_tags() == CRYSTAL
+    assert crystal.sum() == 30 and (frames[0].get_tags() == MELT).sum() == 30
+    for frame in frames[1:]:
+        assert np.abs(frame.positions[crystal] - frames[0].positions[crystal]).max() < 1e-12
+        assert np.abs(frame.get_momenta()[crystal]).max() == 0.0
+    moved = np.abs(result.atoms.positions[~crystal] - frames[0].positions[~crystal]).max()
+    assert moved > 0.1
+
+
+@pytest.mark.parametrize("thermostat", ["nhc", "bussi", "langevin"])
+def test_restart_equals_an_uninterrupted_run(tmp_path, thermostat):
+    cfg = fast_config(f"dynamics.thermostat={thermostat}", "output.checkpoint_interval=7")
+    full = driver.run(cfg, run_dir=tmp_path / "full").atoms
+    with pytest.raises(Interrupted):
+        driver.run(cfg, run_dir=tmp_path / "part", stop_after_s=1e-9)  # stops after step 1
+    log = md_log(tmp_path / "part")
+    assert log["step"][-1] == 1
+    # a second interruption, then the rest
+    with pytest.raises(Interrupted):
+        driver.restart(tmp_path / "part", stop_after_s=1e-9)
+    cont = driver.restart(tmp_path / "part").atoms
+    assert np.abs(full.positions - cont.positions).max() < 1e-10
+    assert np.abs(full.get_momenta() - cont.get_momenta()).max() < 1e-10
+    a, b = md_log(tmp_path / "full"), md_log(tmp_path / "part")
+    assert list(a["step"]) == list(b["step"])
+    assert np.allclose(a["E_cons"], b["E_cons"], rtol=0, atol=1e-8)
+    assert len(read(tmp_path / "full" / "trajectory.traj", ":")) == \
+        len(read(tmp_path / "part" / "trajectory.traj", ":"))
+    with pytest.raises(UserError, match="already finished"):
+        driver.restart(tmp_path / "part")
+
+
+def test_outputs_hold_what_they_claim(tmp_path):
+    cfg = fast_config("dynamics.final_relax=FIRE", "dynamics.relax_steps=5")
+    result = driver.run(cfg, run_dir=tmp_path / "run")
+    run = tmp_path / "run"
+    for name in ("config.yaml", "initial.traj", "trajectory.traj", "trajectory.extxyz", "md.log",
+                 "checkpoint.pkl", "final.traj", "final.extxyz", "relax.log"):
+        assert (run / name).is_file(), name
+    assert not list(run.glob("*.tmp"))
+    # the resolved configuration reads back to the one that ran
+    assert yaml.safe_load((run / "config.yaml").read_text()) == cfg.to_dict()
+    log = md_log(run)
+    assert len(log["step"]) == 51 and set(log["stage"]) == {"heat", "melt", "quench", "final"}
+    frames = read(run / "trajectory.extxyz", ":")
+    assert len(frames) == 51
+    assert set(frames[-1].get_tags()) == {CRYSTAL, MELT}
+    traj = read(run / "trajectory.traj", ":")
+    assert np.allclose(frames[-1].positions, traj[-1].positions)
+    assert traj[-1].get_potential_energy() == pytest.approx(log["E_pot"][-1], abs=1e-7)
+    final = read(run / "final.traj")
+    assert np.allclose(final.positions, result.atoms.positions)
+    assert final.info["region_axis"] == 2
+    # the optimisation moved only mobile atoms and lowered the energy
+    assert final.get_potential_energy() < log["E_pot"][-1]
+
+
+def test_existing_run_folder_needs_overwrite(tmp_path):
+    cfg = fast_config()
+    driver.run(cfg, run_dir=tmp_path / "run")
+    with pytest.raises(UserError, match="--overwrite"):
+        driver.run(cfg, run_dir=tmp_path / "run")
+    driver.run(cfg, run_dir=tmp_path / "run", overwrite=True)
+
+
+def test_default_run_folders_never_collide(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    cfg = fast_config()
+    a = driver.run(cfg).run_dir
+    b = driver.run(cfg).run_dir
+    assert a != b and a.parent.name == b.parent.name == "runs"
+
+
+def test_user_atoms_and_calculator(tmp_path):
+    from ase.calculators.emt import EMT
+    from ase.build import bulk
+    atoms = split_regions(bulk("Cu", cubic=True).repeat((2, 2, 2)), axis=2)
+    cfg = fast_config("schedule.T_melt_K=1500")
+    result = driver.run(cfg, run_dir=tmp_path / "cu", atoms=atoms, calculator=EMT())
+    assert result.nsteps == 50 and len(result.atoms) == 32
+
+
+def test_runaway_dynamics_stop_with_a_checkpoint(tmp_path):
+    # a guard far below the programme's temperatures trips at the first step
+    cfg = fast_config("dynamics.max_temperature_factor=0.05")
+    from meltquench.errors import RunawayDynamics
+    with pytest.raises(RunawayDynamics, match="checkpoint of step"):
+        driver.run(cfg, run_dir=tmp_path / "run")
+    state = driver.read_checkpoint(tmp_path / "run")
+    assert state["phase"] == "md" and state["step"] == 0
+    initial = read(tmp_path / "run" / "initial.traj")
+    assert np.allclose(state["positions"], initial.positions)
