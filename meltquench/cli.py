@@ -157,7 +157,7 @@ def cmd_build(args):
         raise UserError(f"{out} already exists: pass --overwrite to replace it")
     if is_root():
         try:
-            write(out, atoms)
+            write(out, atoms, parallel=False)
         except Exception as exc:
             raise UserError(f"cannot write {out}: {exc}") from None
         print(f"{atoms.get_chemical_formula()} ({len(atoms)} atoms) written to {out}")

@@ -16,7 +16,9 @@ step. Everything goes into one run folder:
 ``analysis/``         region-resolved RDF and coordination (JSON, CSV, PNG)
 ====================  ==============================================================
 
-Every MPI rank runs the same loop with the same random numbers; only rank 0 writes.
+Every MPI rank runs the same loop with the same random numbers; only rank 0 writes. (ASE's
+``read``/``write`` are collective under MPI unless given ``parallel=False``: code that only
+rank 0 runs must pass it.)
 """
 import math
 import os
@@ -208,6 +210,13 @@ def write_atomic(path, data: bytes):
     os.replace(tmp, path)
 
 
+def write_traj(path, atoms):
+    """Write one frame to an ASE .traj file from this rank, whatever its world rank is."""
+    from ase.io.trajectory import Trajectory
+    with Trajectory(path, "w", master=True) as traj:
+        traj.write(atoms)
+
+
 def read_checkpoint(run_dir):
     path = Path(run_dir) / "checkpoint.pkl"
     if not path.exists():
@@ -293,8 +302,7 @@ class MeltQuench:
         thermalize_momenta(atoms, self.schedule.temperature(0.0), rng=rng, comm=DummyMPI())
         if self.is_root:
             (self.run_dir / "config.yaml").write_text(self.cfg.to_yaml())
-            from ase.io import write
-            write(self.path("initial.traj"), atoms)
+            write_traj(self.path("initial.traj"), atoms)
             with open(self.path("md.log"), "w") as fh:
                 fh.write("# " + " ".join(LOG_COLUMNS) + "\n")
         self.comm.Barrier()
@@ -313,7 +321,7 @@ class MeltQuench:
                 for i in range(min(self.n_frames, len(traj))):
                     frames.append(traj[i])
             tmp = traj_path.with_name("trajectory.traj.tmp")
-            with Trajectory(tmp, "w") as out:
+            with Trajectory(tmp, "w", master=True) as out:
                 for frame in frames:
                     out.write(frame)
             os.replace(tmp, traj_path)
@@ -462,7 +470,7 @@ class MeltQuench:
         self.say(self.plan_text(atoms, first))
 
         from ase.io.trajectory import Trajectory
-        traj = Trajectory(self.path("trajectory.traj"), "a") if self.is_root else None
+        traj = Trajectory(self.path("trajectory.traj"), "a", master=True) if self.is_root else None
         progress = Progress(self.nsteps, first - 1, self.cfg.output.progress, self.is_root,
                             self.cfg.output.log_every, self.stream)
         interval = self.cfg.output.trajectory_interval
@@ -526,13 +534,13 @@ class MeltQuench:
             files["relax_log"] = self.path("relax.log")
         if self.is_root:
             from ase.io import read, write
-            write(self.path("final.traj"), atoms)
+            write_traj(self.path("final.traj"), atoms)
             files["final"] = self.path("final.traj")
             files["trajectory"] = self.path("trajectory.traj")
             if self.cfg.output.extxyz:
-                frames = read(self.path("trajectory.traj"), index=":")
-                write(self.path("trajectory.extxyz"), frames, format="extxyz")
-                write(self.path("final.extxyz"), atoms, format="extxyz")
+                frames = read(self.path("trajectory.traj"), index=":", parallel=False)
+                write(self.path("trajectory.extxyz"), frames, format="extxyz", parallel=False)
+                write(self.path("final.extxyz"), atoms, format="extxyz", parallel=False)
                 files["extxyz"] = self.path("trajectory.extxyz")
         self.checkpoint(atoms, None, self.nsteps, phase="done")
         result = RunResult(self.run_dir, atoms, self.nsteps, files=files)
@@ -560,7 +568,7 @@ class MeltQuench:
         self.comm.Barrier()
         result = analyse(str(source), rmax=an.rmax, nbins=an.nbins, start=start,
                          interface_width=an.interface_width, cutoffs=an.cutoffs or None,
-                         pairs=an.pairs, comm=self.comm if self.comm.Get_size() > 1 else None)
+                         pairs=an.pairs, comm=self.comm)
         result.write(self.path("analysis"))
         self.say(f"\nRegion-resolved structure ({an.frames} frames of {source.name}):\n"
                  f"{result.table()}")
