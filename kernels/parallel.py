@@ -81,3 +81,41 @@ def allreduce_sum(array, comm=None):
     for part in parts:
         total += part
     return total
+
+
+def frame_plan(n_frames, rank, size):
+    """Which frames a rank analyses alone and which all ranks share.
+
+    The first ``n_frames - n_frames % size`` frames go out in contiguous blocks, one block per
+    rank (decomposition over frames); the last ``n_frames % size`` frames are done by every rank
+    together, each taking its :func:`block_range` of the centre atoms (decomposition inside a
+    frame). Every rank thus gets the same amount of work. Returns ``(own, shared)``: lists of
+    frame positions in ``range(n_frames)``.
+    """
+    n_frames, size = int(n_frames), int(size)
+    n_own = n_frames - n_frames % size
+    start, stop = block_range(n_own, rank, size)
+    return list(range(start, stop)), list(range(n_own, n_frames))
+
+
+def allreduce_max(value, comm=None):
+    """Largest ``value`` (a number) over ranks; every rank gets it."""
+    comm = get_comm(comm)
+    if comm.Get_size() == 1:
+        return value
+    return max(comm.allgather(value))
+
+
+def first_error(message, comm=None):
+    """Collective: the first (lowest rank) non-empty error ``message`` of any rank, or None.
+
+    Call it on every rank before a reduction, so that a rank that failed does not leave the
+    others waiting; each rank then raises the same error.
+    """
+    comm = get_comm(comm)
+    if comm.Get_size() == 1:
+        return message or None
+    for m in comm.allgather(message or None):
+        if m:
+            return m
+    return None
