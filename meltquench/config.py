@@ -336,7 +336,12 @@ def _section_from_dict(name, data):
         if key not in fields:
             raise UserError(f"unknown key '{name}.{key}'{_suggest(key, fields)}; "
                             f"'meltquench config --keys' lists every key")
-        kwargs[key] = _check_value(name, key, value, hints[key])
+        value = _check_value(name, key, value, hints[key])
+        default = fields[key].default_factory() if fields[key].default_factory is not \
+            dataclasses.MISSING else None
+        if isinstance(default, dict) and isinstance(value, dict):
+            value = deep_merge(default, value)  # a dict key's defaults stay unless replaced
+        kwargs[key] = value
     return cls(**kwargs)
 
 

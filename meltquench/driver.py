@@ -366,7 +366,7 @@ class MeltQuench:
         from .calculators import conservative_fallback
         fallback = None if self.fallback_used else conservative_fallback(calculator_settings(self.cfg))
         if fallback is not None:
-            self.say(f"step {step}: SCF did not converge ({error}); retrying with the fallback "
+            self.say(f"step {step}: SCF did not converge ({type(error).__name__}); retrying with the fallback "
                      "settings (more conservative mixer), kept for the rest of the run")
             self.fallback_used = True
             self._restore(atoms, dyn, snap)
@@ -380,7 +380,7 @@ class MeltQuench:
                 error = exc
         self._restore(atoms, dyn, snap)
         self.checkpoint(atoms, dyn, step - 1)
-        raise SCFFailure(f"SCF did not converge at step {step} ({error}), also with the fallback "
+        raise SCFFailure(f"SCF did not converge at step {step} ({type(error).__name__}), also with the fallback "
                          f"settings; checkpoint of step {step - 1} written: change "
                          f"calculator.gpaw.mixer/convergence in {self.path('config.yaml')} and "
                          f"run 'meltquench run --restart {self.run_dir}'")
@@ -477,6 +477,9 @@ class MeltQuench:
         try:
             if first == 1 and state is None:
                 record = self._record(atoms, dyn, 0, 0.0)
+                layout = gpaw_layout(atoms.calc)
+                if layout:
+                    self.say(f"GPAW parallel layout: {layout}")
                 self._write_step(atoms, record, 0, traj)
                 self._write_frame(atoms, traj)
                 self.checkpoint(atoms, dyn, 0)
@@ -601,6 +604,16 @@ def defect_lines(cfg, atoms):
     if st.defect_stage == "before-melt":
         return [f"defects ({recipe}, made before the melt):", composition_text(atoms)]
     return [f"defects: {recipe}, made after the quench"]
+
+
+def gpaw_layout(calc):
+    """'kpt 1, domain 2, band 1' as GPAW set it up (after its first calculation), else None."""
+    for c in [calc] + list(getattr(calc, "calcs", None) or []):
+        wfs = getattr(getattr(c, "dft", None), "ibzwfs", None)
+        if wfs is not None:
+            return (f"kpt {wfs.kpt_comm.size}, domain {wfs.domain_comm.size}, "
+                    f"band {wfs.band_comm.size}")
+    return None
 
 
 def describe_calculator(cfg):

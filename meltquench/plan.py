@@ -82,11 +82,28 @@ def dry_run(cfg, ranks=None):
              schedule.describe()]
     settings = calculator_settings(cfg)
     if settings["name"] == "gpaw":
-        from .calculators import parallel_layout
-        lines.append(f"GPAW parallel layout on {ranks} rank(s): {parallel_layout(settings, ranks)}")
+        lines.append(f"GPAW parallel layout on {ranks} rank(s): "
+                     f"{gpaw_parallel_text(settings['gpaw'].get('parallel'), ranks)}")
     lines += cost_lines(cfg, atoms, ranks)
     lines.append(f"output: {cfg.output.directory or f'runs/{cfg.output.name}-<date>-<time>'}")
     return "\n".join(lines)
+
+
+def gpaw_parallel_text(parallel, ranks):
+    """What GPAW will do with ``calculator.gpaw.parallel`` on ``ranks`` ranks (no GPAW import).
+
+    Automatic (``parallel: null``): with the Γ point only there are no k-points to share, so
+    GPAW decomposes the real-space domain over all ranks (bands are not split unless asked).
+    Explicit: GPAW's own ``parallel`` dict, e.g. ``{domain: 4, band: 2, sl_auto: true}``
+    (``sl_auto`` switches on ScaLAPACK for the LCAO eigensolver where GPAW was built with it;
+    it pays off from a few hundred atoms on many ranks).
+    """
+    if not parallel:
+        if ranks == 1:
+            return "serial (one rank)"
+        return (f"automatic: domain decomposition over {ranks} ranks, kpt 1 (Γ point), band 1; "
+                "set calculator.gpaw.parallel (e.g. {domain: N, band: M, sl_auto: true}) to change")
+    return "as configured: " + ", ".join(f"{k}={v}" for k, v in parallel.items())
 
 
 def preset_cost(name):

@@ -126,7 +126,7 @@ def test_dry_run_of_the_paper_preset_never_touches_the_calculator(tmp_path):
                           capture_output=True, text=True, env=env, timeout=120, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout
-    for word in ("V96O144", "240 atoms", "crystal (fixed): 120 atoms", "melt (mobile): 120 atoms",
+    for word in ("O144V96", "240 atoms", "crystal (fixed): 120 atoms", "melt (mobile): 120 atoms",
                  "MD steps 9000", "18 ps", "estimated cost", "parallel layout", "U 3.25 eV"):
         assert word in out, word
     assert not (tmp_path / "runs").exists()

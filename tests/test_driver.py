@@ -136,3 +136,30 @@ def test_runaway_dynamics_stop_with_a_checkpoint(tmp_path):
     assert state["phase"] == "md" and state["step"] == 0
     initial = read(tmp_path / "run" / "initial.traj")
     assert np.allclose(state["positions"], initial.positions)
+
+
+class KohnShamConvergenceError(Exception):
+    """Named like GPAW's, which is how the driver recognises an SCF failure."""
+
+
+def test_scf_failure_stops_with_a_checkpoint_of_the_last_good_step(tmp_path):
+    from meltquench.calculators import PairPotential
+    from meltquench.errors import SCFFailure
+
+    class Flaky(PairPotential):
+        calls = 0
+
+        def calculate(self, *args, **kwargs):
+            Flaky.calls += 1
+            if Flaky.calls == 5:  # the force call of step 4
+                raise KohnShamConvergenceError("did not converge")
+            super().calculate(*args, **kwargs)
+
+    cfg = fast_config()
+    with pytest.raises(SCFFailure, match="checkpoint of step 3"):
+        driver.run(cfg, run_dir=tmp_path / "run", calculator=Flaky())
+    assert driver.read_checkpoint(tmp_path / "run")["step"] == 3
+    assert md_log(tmp_path / "run")["step"][-1] == 3
+    # the restart (here with a sound calculator) continues to the end
+    result = driver.restart(tmp_path / "run")
+    assert result.nsteps == 50

@@ -1,0 +1,56 @@
+"""The whole engine on GPAW: `meltquench run` on the 10-atom V2O3 cell, serial and mpirun -np 2."""
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from ase.io import read
+
+from conftest import mpi_env, run_mpi
+
+ARGS = ["run", "--set", "structure.builder=v2o3-rhombohedral", "--set", "structure.repeat=[1,1,1]",
+        "--set", "schedule.heat_ps=0.004", "--set", "schedule.melt_ps=0.002",
+        "--set", "schedule.quench_ps=0", "--set", "schedule.final_ps=0",
+        "--set", "dynamics.final_relax=null", "--set", "output.progress=log",
+        "--set", "analysis.frames=all", "--set", "calculator.gpaw={h: 0.25}"]
+
+
+def md_log(run_dir):
+    return np.array([[float(x) for x in line.split()[:9]]
+                     for line in (run_dir / "md.log").read_text().splitlines()
+                     if not line.startswith("#")])
+
+
+@pytest.fixture(scope="module")
+def serial(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("gpaw") / "serial"
+    proc = subprocess.run([sys.executable, "-m", "meltquench.cli", *ARGS, "-o", str(run_dir)],
+                          capture_output=True, text=True, timeout=900, env=mpi_env())
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return run_dir, proc.stdout
+
+
+def test_gpaw_run_serial(serial):
+    run_dir, out = serial
+    assert "GPAW LCAO sz(dzp), PBE, U 3.25 eV on V d, D3(BJ)" in out
+    log = md_log(run_dir)
+    assert log.shape[0] == 4                      # steps 0..3 (6 fs at 2 fs)
+    assert (log[1:, 8] > 0).all()                 # SCF iterations logged
+    assert (run_dir / "gpaw.txt").stat().st_size > 0
+    frames = read(run_dir / "trajectory.traj", ":")
+    fixed = frames[0].get_tags() == 1
+    assert np.abs(frames[-1].positions[fixed] - frames[0].positions[fixed]).max() < 1e-12
+    assert (run_dir / "analysis" / "summary.json").exists()
+
+
+def test_gpaw_run_mpirun_np2_equals_serial(serial, tmp_path):
+    run_dir, _ = serial
+    proc = run_mpi(["python", "-m", "meltquench.cli", *ARGS, "-o", str(tmp_path / "mpi")], np=2,
+                   timeout=900)
+    assert "MPI: 2 ranks" in proc.stdout
+    a, b = md_log(run_dir), md_log(tmp_path / "mpi")
+    assert a.shape == b.shape
+    assert np.abs(a[:, 4] - b[:, 4]).max() < 1e-3      # E_pot (eV), within SCF tolerance
+    fa = read(run_dir / "final.traj")
+    fb = read(tmp_path / "mpi" / "final.traj")
+    assert np.abs(fa.positions - fb.positions).max() < 1e-4
