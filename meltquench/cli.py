@@ -72,6 +72,9 @@ def build_parser():
                    help="output file, any format ASE writes (default model.traj; extxyz keeps the "
                    "region labels as tags)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing file")
+    p.add_argument("--write-input", metavar="DIR", help="also write the calculator's input files "
+                   "for this model into DIR (VASP: INCAR, POSCAR with selective dynamics, KPOINTS, "
+                   "POTCAR; needs VASP_PP_PATH)")
 
     sub.add_parser("presets", help="list the presets with their cost")
 
@@ -162,7 +165,33 @@ def cmd_build(args):
             raise UserError(f"cannot write {out}: {exc}") from None
         print(f"{atoms.get_chemical_formula()} ({len(atoms)} atoms) written to {out}")
         print(format_region_report(atoms))
+        if args.write_input:
+            write_calculator_input(cfg, atoms, Path(args.write_input), args.overwrite)
     return 0
+
+
+def write_calculator_input(cfg, atoms, folder, overwrite=False):
+    """Write the VASP input files of ``cfg`` for ``atoms`` into ``folder`` (no VASP needed)."""
+    if cfg.calculator.name != "vasp":
+        raise UserError(f"--write-input writes VASP input files; the calculator here is "
+                        f"{cfg.calculator.name} (use a *-vasp preset or calculator.name=vasp)")
+    from ase.calculators.vasp import Vasp
+    from ase.config import cfg as ase_cfg
+
+    from .calculators import vasp_parameters
+    if "VASP_PP_PATH" not in ase_cfg:
+        raise UserError("VASP_PP_PATH is not set: point it at the folder holding potpaw_PBE "
+                        "(the POTCAR files come from your VASP licence)")
+    if folder.exists() and any(folder.iterdir()) and not overwrite:
+        raise UserError(f"{folder} is not empty: pass --overwrite to write into it")
+    folder.mkdir(parents=True, exist_ok=True)
+    calc = Vasp(directory=str(folder), **vasp_parameters(cfg.calculator.vasp,
+                                                         dispersion=cfg.calculator.dispersion))
+    try:
+        calc.write_input(atoms)
+    except RuntimeError as exc:  # ASE: no POTCAR for an element
+        raise UserError(f"cannot write the VASP input: {str(exc).split(chr(10))[-1].strip()}") from None
+    print(f"VASP input ({', '.join(sorted(p.name for p in folder.iterdir()))}) written to {folder}")
 
 
 def cmd_presets(args):

@@ -47,3 +47,23 @@ def test_defective_model_goes_through_the_whole_pipeline(tmp_path):
     assert d[("O-V", "crystal")]["mean_cn"] < p[("O-V", "crystal")]["mean_cn"] - 0.1
     # fewer O around V in the amorphous half with its O vacancy and V/O swap
     assert d[("V-O", "melt")]["mean_cn"] < p[("V-O", "melt")]["mean_cn"]
+
+
+def test_vasp_variant_writes_the_equivalent_vasp_input(tmp_path, monkeypatch):
+    from meltquench.cli import main
+    pp = tmp_path / "pp"
+    for element in ("V", "O"):
+        (pp / "potpaw_PBE" / element).mkdir(parents=True)
+        (pp / "potpaw_PBE" / element / "POTCAR").write_text(f" PAW_PBE {element} 06Sep2000\n")
+    monkeypatch.setenv("VASP_PP_PATH", str(pp))
+    assert main(["build", "--preset", "paper-perfect-vasp", "-o", str(tmp_path / "m.traj"),
+                 "--write-input", str(tmp_path / "vasp")]) == 0
+    incar = (tmp_path / "vasp" / "INCAR").read_text().upper()
+    for tag in ("ENCUT = 450", "LDAU = .TRUE.", "LDAUTYPE = 2", "IVDW = 12", "ISYM = 0",
+                "LDAUL = 2 -1", "LDAUU = 3.250 0.000"):
+        assert " ".join(tag.split()) in " ".join(incar.split()), tag
+    kpoints = (tmp_path / "vasp" / "KPOINTS").read_text()
+    assert "Gamma" in kpoints and "1 1 1" in " ".join(kpoints.split())
+    poscar = (tmp_path / "vasp" / "POSCAR").read_text()
+    assert "Selective dynamics" in poscar
+    assert poscar.count("F   F   F") == 120 and poscar.count("T   T   T") == 120
