@@ -28,8 +28,8 @@ examples:
 
 
 def _add_config_args(p):
-    p.add_argument("config", nargs="?", help="YAML configuration file (default: built-in defaults, "
-                   "which are the 'demo' preset)")
+    p.add_argument("config", nargs="?", help="YAML configuration file (default: the built-in "
+                   "defaults; 'meltquench run' with neither a file nor --preset runs the demo)")
     p.add_argument("--preset", metavar="NAME", help="start from a preset ('meltquench presets' lists them)")
     p.add_argument("--set", metavar="SECTION.KEY=VALUE", action="append", default=[], dest="overrides",
                    help="override one key, e.g. --set schedule.melt_ps=0.5 (repeatable)")
@@ -117,7 +117,8 @@ def cmd_run(args):
         else:
             driver.restart(args.restart, stop_after_s=stop_after)
         return 0
-    cfg = load_config(args.config, preset=args.preset, overrides=args.overrides)
+    preset = args.preset or (None if args.config else "demo")  # no config: the demo
+    cfg = load_config(args.config, preset=preset, overrides=args.overrides)
     if args.output:
         cfg.output.directory = args.output
     if args.dry_run:

@@ -2,7 +2,8 @@
 
 A configuration has one section per layer: ``structure``, ``regions``, ``schedule``,
 ``calculator``, ``dynamics``, ``output``, ``analysis``. Every key has a default (the field
-defaults below, which are the ``demo`` preset); a preset overrides some of them, a YAML file
+defaults below: the paper's physics on a small cell and a short programme); a preset
+overrides some of them (``meltquench run`` with no config file uses the ``demo`` preset), a YAML file
 overrides the preset, and ``--set section.key=value`` on the command line overrides the file.
 Unknown keys are errors with a suggestion of the close match.
 """
@@ -214,8 +215,15 @@ _DEFECTIVE = {
 
 PRESETS = {
     "demo": {
-        "_description": "pipeline demonstration for a laptop: 20-atom V2O3, GPAW LCAO sz(dzp) with "
-                        "PBE+U and D3, 0.1 ps programme (far too short to amorphise)",
+        "_description": "what 'meltquench run' runs without a config: a pipeline demonstration "
+                        "on 2 cores: 20-atom V2O3, GPAW LCAO sz(dzp), h 0.25 Å, PBE + D3 "
+                        "(no U: see below), 40 fs programme, far too short to amorphise",
+        # PBE+U V2O3 on a 20-atom cell needs 100+ SCF iterations for the first step and can
+        # wander between nearly degenerate d-occupation solutions (benchmarks/README.md):
+        # far beyond a demo's minutes. The paper presets keep U = 3.25 eV.
+        "calculator": {"gpaw": {"basis": "sz(dzp)", "h": 0.25, "hubbard_u": {}}},
+        "schedule": {"heat_ps": 0.008, "melt_ps": 0.012, "quench_ps": 0.012, "final_ps": 0.008},
+        "dynamics": {"relax_steps": 5},
     },
     "paper-perfect": {
         "_description": "the paper's method on the perfect A/C model: 240-atom V2O3 (2x2x2 "
@@ -461,7 +469,7 @@ def _validate_calculator(calc):
     _one_of("calculator.name", calc.name, CALCULATORS)
     if calc.dispersion is not None:
         _one_of("calculator.dispersion", calc.dispersion, ("d3bj",))
-    from .calculators import CALCULATOR_DEFAULTS
+    from .calculators import CALCULATOR_DEFAULTS, merge_settings
     for name in CALCULATORS + ("d3",):
         given = getattr(calc, name)
         defaults = CALCULATOR_DEFAULTS.get(name, {})
@@ -469,7 +477,8 @@ def _validate_calculator(calc):
             if key not in defaults:
                 raise UserError(f"unknown key 'calculator.{name}.{key}'{_suggest(key, defaults)}; "
                                 f"put any other {name} keyword under calculator.{name}.extra")
-        setattr(calc, name, deep_merge(defaults, given))
+        # dicts such as mixer, convergence and hubbard_u are taken whole (see merge_settings)
+        setattr(calc, name, merge_settings(defaults, given))
 
 
 def calculator_settings(cfg):

@@ -11,12 +11,15 @@ def write(tmp_path, text, name="c.yaml"):
     return path
 
 
-def test_defaults_are_the_demo_and_resolve():
+def test_defaults_keep_the_papers_physics_and_the_demo_is_small():
     cfg = load_config()
-    assert cfg.calculator.name == "gpaw"
+    assert cfg.calculator.name == "gpaw" and cfg.calculator.dispersion == "d3bj"
     assert cfg.calculator.gpaw["basis"] == "sz(dzp)"
     assert cfg.calculator.gpaw["hubbard_u"] == {"V": 3.25}
     assert cfg.build_schedule().nsteps(cfg.dynamics.timestep_fs) == 50
+    demo = load_config(preset="demo")
+    assert demo.calculator.gpaw["hubbard_u"] == {} and demo.calculator.gpaw["h"] == 0.25
+    assert demo.build_schedule().nsteps(demo.dynamics.timestep_fs) == 20
     # the resolved YAML reads back to the same configuration
     again = yaml.safe_load(cfg.to_yaml())
     assert again == cfg.to_dict()

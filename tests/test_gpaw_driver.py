@@ -12,7 +12,11 @@ ARGS = ["run", "--set", "structure.builder=v2o3-rhombohedral", "--set", "structu
         "--set", "schedule.heat_ps=0.004", "--set", "schedule.melt_ps=0.002",
         "--set", "schedule.quench_ps=0", "--set", "schedule.final_ps=0",
         "--set", "dynamics.final_relax=null", "--set", "output.progress=log",
-        "--set", "analysis.frames=all", "--set", "calculator.gpaw={h: 0.25}"]
+        "--set", "analysis.frames=all",
+        # No U here: on this tiny cell PBE+U V2O3 has nearly degenerate d-occupation solutions
+        # and the SCF can wander for hundreds of iterations (benchmarks/README.md, GPAW part);
+        # that U reaches GPAW is tested in test_gpaw.py. h 0.25 Å: the coarsest usable grid.
+        "--set", "calculator.gpaw={h: 0.25, hubbard_u: {}}"]
 
 
 def md_log(run_dir):
@@ -32,7 +36,7 @@ def serial(tmp_path_factory):
 
 def test_gpaw_run_serial(serial):
     run_dir, out = serial
-    assert "GPAW LCAO sz(dzp), PBE, U 3.25 eV on V d, D3(BJ)" in out
+    assert "GPAW LCAO sz(dzp), PBE, D3(BJ)" in out
     log = md_log(run_dir)
     assert log.shape[0] == 4                      # steps 0..3 (6 fs at 2 fs)
     assert (log[1:, 8] > 0).all()                 # SCF iterations logged
