@@ -134,7 +134,7 @@ class Progress:
     def __init__(self, total, initial, mode, is_root, log_every=0, stream=None):
         self.stream = stream or sys.stdout
         if mode == "auto":
-            mode = "bar" if self.stream.isatty() else "log"
+            mode = "bar" if interactive(self.stream) else "log"
         self.mode = mode if is_root else "none"
         self.total, self.initial = total, initial
         self.log_every = log_every or max(1, (total - initial) // 20)
@@ -163,6 +163,16 @@ class Progress:
     def close(self):
         if self.bar is not None:
             self.bar.close()
+
+
+#: Set by MPI launchers and batch schedulers: output then goes to a job log, not a person
+#: (OpenMPI even hands its ranks a pseudo-terminal, so isatty() alone would say "terminal").
+BATCH_VARIABLES = ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK", "SLURM_JOB_ID", "PBS_JOBID")
+
+
+def interactive(stream):
+    """True when ``stream`` is a person's terminal: not a file, pipe, MPI rank or batch job."""
+    return stream.isatty() and not any(v in os.environ for v in BATCH_VARIABLES)
 
 
 def format_seconds(seconds):

@@ -163,3 +163,27 @@ def test_scf_failure_stops_with_a_checkpoint_of_the_last_good_step(tmp_path):
     # the restart (here with a sound calculator) continues to the end
     result = driver.restart(tmp_path / "run")
     assert result.nsteps == 50
+
+
+def test_progress_is_a_bar_on_a_terminal_and_log_lines_in_batch_jobs(monkeypatch):
+    import io
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    for var in driver.BATCH_VARIABLES:
+        monkeypatch.delenv(var, raising=False)
+    record = {"stage": "melt", "T_target_K": 4000.0, "T_kin_K": 3900.0, "time_fs": 2.0,
+              "E_pot_eV": -1.0, "s_per_step": 0.1}
+    bar = driver.Progress(10, 0, "auto", True, stream=Terminal())
+    assert bar.mode == "bar"
+    bar.update(1, record)
+    bar.close()
+    assert "ETA" not in bar.stream.getvalue() and "1/10" in bar.stream.getvalue()
+    monkeypatch.setenv("OMPI_COMM_WORLD_SIZE", "2")  # a rank under mpirun has a pty too
+    log = driver.Progress(10, 0, "auto", True, stream=Terminal())
+    assert log.mode == "log"
+    log.update(1, record)
+    assert log.stream.getvalue().startswith("step 1/10 (10.0%)") and "ETA" in log.stream.getvalue()
+    assert driver.Progress(10, 0, "auto", False, stream=Terminal()).mode == "none"  # rank > 0
