@@ -427,17 +427,17 @@ class DensityMatrixExtrapolation:
 # SCF bookkeeping
 
 
-def _inner_calculators(calc):
+def inner_calculators(calc):
     """``calc`` and, for ASE's Sum/LinearCombination calculators, the calculators inside."""
     yield calc
     mixer = getattr(calc, "mixer", None)
     for inner in getattr(mixer, "calcs", None) or getattr(calc, "calcs", None) or []:
-        yield from _inner_calculators(inner)
+        yield from inner_calculators(inner)
 
 
 def scf_iterations(calc):
     """SCF iterations of the last calculation where the calculator tells (GPAW), else None."""
-    for c in _inner_calculators(calc):
+    for c in inner_calculators(calc):
         if getattr(c, "name", None) == "gpaw" or type(c).__module__.startswith("gpaw"):
             try:
                 n = c.get_number_of_iterations()

@@ -618,8 +618,9 @@ def defect_lines(cfg, atoms):
 
 def gpaw_layout(calc):
     """'kpt 1, domain 2, band 1' as GPAW set it up (after its first calculation), else None."""
-    for c in [calc] + list(getattr(calc, "calcs", None) or []):
-        wfs = getattr(getattr(c, "dft", None), "ibzwfs", None)
+    from .calculators import inner_calculators
+    for c in inner_calculators(calc):
+        wfs = getattr(getattr(c, "_dft", None), "ibzwfs", None)  # GPAW 26's ASE interface
         if wfs is not None:
             return (f"kpt {wfs.kpt_comm.size}, domain {wfs.domain_comm.size}, "
                     f"band {wfs.band_comm.size}")

@@ -106,7 +106,7 @@ def test_two_replicas_in_one_mpirun_equal_each_replica_alone(tmp_path):
     proc = run_mpi(["python", "-m", "meltquench.cli", "run", *args, "-o", str(tmp_path / "rep")],
                    np=2)
     assert "Over 2 replicas" in proc.stdout
-    cfg = load_config(overrides=sets)
+    cfg = load_config(preset="demo", overrides=sets)  # what the CLI runs without a config
     for i in range(2):
         alone = driver.run(replica_config(cfg, i), run_dir=tmp_path / f"alone-{i}").atoms
         together = read(tmp_path / "rep" / f"replica-{i}" / "final.traj")

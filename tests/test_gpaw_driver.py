@@ -56,6 +56,7 @@ def test_gpaw_run_mpirun_np2_equals_serial(serial, tmp_path):
     proc = run_mpi(["python", "-m", "meltquench.cli", *ARGS, "-o", str(tmp_path / "mpi")], np=2,
                    timeout=900)
     assert "MPI: 2 ranks" in proc.stdout
+    assert "GPAW parallel layout: kpt 1, domain 2, band 1" in proc.stdout
     a, b = md_log(run_dir), md_log(tmp_path / "mpi")
     assert a.shape == b.shape
     assert np.abs(a[:, 4] - b[:, 4]).max() < 1e-3      # E_pot (eV), within SCF tolerance
