@@ -38,3 +38,14 @@ def run_mpi(args, np=2, timeout=600, cwd=None, check=True):
 @pytest.fixture
 def mpirun():
     return run_mpi
+
+
+@pytest.fixture
+def fake_potcars(tmp_path, monkeypatch):
+    """Stand-in VASP POTCARs for V and O (VASP's are licensed), with VASP_PP_PATH set to them."""
+    pp = tmp_path / "pp"
+    for element in ("V", "O"):
+        (pp / "potpaw_PBE" / element).mkdir(parents=True)
+        (pp / "potpaw_PBE" / element / "POTCAR").write_text(f" PAW_PBE {element} 06Sep2000\n")
+    monkeypatch.setenv("VASP_PP_PATH", str(pp))
+    return pp

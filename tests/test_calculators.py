@@ -155,13 +155,8 @@ def test_unknown_or_missing_calculators_say_how_to_fix(tmp_path, monkeypatch):
         make_calculator({"name": "pair", "dispersion": "d4"}, directory=tmp_path)
 
 
-def test_vasp_input_files_have_the_paper_settings(tmp_path, monkeypatch):
+def test_vasp_input_files_have_the_paper_settings(tmp_path, monkeypatch, fake_potcars):
     from ase.io import read
-    pp = tmp_path / "pp"
-    for element in ("V", "O"):
-        (pp / "potpaw_PBE" / element).mkdir(parents=True)
-        (pp / "potpaw_PBE" / element / "POTCAR").write_text(f" PAW_PBE {element} 06Sep2000\n")
-    monkeypatch.setenv("VASP_PP_PATH", str(pp))
     monkeypatch.setenv("ASE_VASP_COMMAND", "vasp_std")
     atoms = v2o3_rhombohedral((1, 1, 2))
     split_regions(atoms)

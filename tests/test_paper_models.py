@@ -49,13 +49,8 @@ def test_defective_model_goes_through_the_whole_pipeline(tmp_path):
     assert d[("V-O", "melt")]["mean_cn"] < p[("V-O", "melt")]["mean_cn"]
 
 
-def test_vasp_variant_writes_the_equivalent_vasp_input(tmp_path, monkeypatch):
+def test_vasp_variant_writes_the_equivalent_vasp_input(tmp_path, fake_potcars):
     from meltquench.cli import main
-    pp = tmp_path / "pp"
-    for element in ("V", "O"):
-        (pp / "potpaw_PBE" / element).mkdir(parents=True)
-        (pp / "potpaw_PBE" / element / "POTCAR").write_text(f" PAW_PBE {element} 06Sep2000\n")
-    monkeypatch.setenv("VASP_PP_PATH", str(pp))
     assert main(["build", "--preset", "paper-perfect-vasp", "-o", str(tmp_path / "m.traj"),
                  "--write-input", str(tmp_path / "vasp")]) == 0
     incar = (tmp_path / "vasp" / "INCAR").read_text().upper()
