@@ -10,9 +10,10 @@ Units are ASE's (Å, eV, amu, ASE time units); ``kT`` is in eV. Array convention
 ``q, p, f``
     (N, 3) float64 C-contiguous positions, momenta and forces; ``q`` and ``p`` change in place.
 ``invm``
-    (N,) float64 inverse masses, **zero for fixed atoms**: the loops run over all rows
-    (contiguous, so they vectorise), and a zero inverse mass keeps a fixed atom exactly where
-    it is and out of every kinetic-energy sum.
+    (N, 3) float64 inverse masses, each row the atom's 1/m three times (:func:`per_coordinate`),
+    **zero for fixed atoms**: the loops run over all 3 N numbers as one flat array (so they
+    vectorise), and a zero inverse mass keeps a fixed atom exactly where it is and out of
+    every kinetic-energy sum.
 ``fixed``
     int64 indices of the fixed atoms: their momenta are set to exactly zero at the start and
     at the end of every step, whatever forces act on them (between the two halves of a step
@@ -29,7 +30,13 @@ Units are ASE's (Å, eV, amu, ASE time units); ``kT`` is in eV. Array convention
 
 A step is ``*_first_half`` (everything before the force call), the force call, then
 ``*_second_half``. Every kernel is deterministic (no fastmath), so a restart or another MPI rank
-reproduces a trajectory bit for bit.
+reproduces a trajectory bit for bit. Sums that feed the trajectory (kinetic energies for the
+thermostats) use four interleaved partial sums in a fixed order: fast, and the same everywhere.
+The one exception is the BAOAB O-step's energy account, summed with reassociation so that it
+vectorises: it only goes into ``acc`` (a logged diagnostic), never into positions or momenta.
+
+Speed: the loops run over the 3 N numbers of each array as one flat vector (hence ``invm`` per
+coordinate), so numba/LLVM vectorises them; see ``benchmarks/bench_integrators.py``.
 """
 import math
 
@@ -64,6 +71,34 @@ def sy_weights(order):
 
 # ---------------------------------------------------------------- building blocks
 
+def per_coordinate(invm):
+    """(N, 3) C-contiguous copy of the per-atom values ``invm`` (N,), one per coordinate."""
+    invm = np.asarray(invm, dtype=np.float64)
+    return np.ascontiguousarray(np.repeat(invm[:, None], 3, axis=1))
+
+
+@njit(cache=True)
+def _check_shapes(a, b):
+    if a.shape != b.shape:
+        raise ValueError("kernel arrays must all have the shape (N, 3) of the positions")
+
+
+@njit(cache=True)
+def _weighted_square_sum(a, w):
+    """sum a^2 w over flat arrays, with four interleaved partial sums (a fixed order, so the
+    result is the same on every run and rank, but not a serial chain of additions)."""
+    n = a.size
+    m = n - n % 4
+    s0 = s1 = s2 = s3 = 0.0
+    for k in range(0, m, 4):
+        s0 += a[k] * a[k] * w[k]
+        s1 += a[k + 1] * a[k + 1] * w[k + 1]
+        s2 += a[k + 2] * a[k + 2] * w[k + 2]
+        s3 += a[k + 3] * a[k + 3] * w[k + 3]
+    for k in range(m, n):
+        s0 += a[k] * a[k] * w[k]
+    return (s0 + s1) + (s2 + s3)
+
 @njit(cache=True)
 def positions_equal(q, q_ref):
     """True if ``q`` and ``q_ref`` are equal element by element (bitwise for finite values)."""
@@ -90,56 +125,44 @@ def zero_rows(a, rows):
 @njit(cache=True)
 def kinetic_energy(p, invm):
     """Kinetic energy (eV): sum p^2 invm / 2 (fixed atoms, invm = 0, count nothing)."""
-    s = 0.0
-    for i in range(p.shape[0]):
-        s += (p[i, 0] * p[i, 0] + p[i, 1] * p[i, 1] + p[i, 2] * p[i, 2]) * invm[i]
-    return 0.5 * s
+    _check_shapes(p, invm)
+    return 0.5 * _weighted_square_sum(p.ravel(), invm.ravel())
 
 
 @njit(cache=True)
 def check_kinetic(q, q_ref, p, invm, fixed, check):
     """Kinetic energy (eV) after zeroing the fixed atoms' momenta, or -1.0 if ``check`` and
-    ``q`` differs from ``q_ref`` anywhere (then nothing is changed). One pass over the rows."""
-    s = 0.0
-    differ = False
-    for i in range(p.shape[0]):
-        if check:
-            differ |= ((q[i, 0] != q_ref[i, 0]) | (q[i, 1] != q_ref[i, 1])
-                       | (q[i, 2] != q_ref[i, 2]))
-        s += (p[i, 0] * p[i, 0] + p[i, 1] * p[i, 1] + p[i, 2] * p[i, 2]) * invm[i]
-    if differ:
+    ``q`` differs from ``q_ref`` anywhere (then nothing is changed)."""
+    if check and not positions_equal(q, q_ref):
         return -1.0
     zero_rows(p, fixed)
-    return 0.5 * s
+    return kinetic_energy(p, invm)
 
 
 @njit(cache=True)
 def scale_kick_drift(q, p, f, invm, scale, dt_kick, dt_drift, q_ref):
-    """p <- scale p + dt_kick f; q <- q + dt_drift p invm; q_ref <- q (all rows)."""
-    for i in range(q.shape[0]):
-        w = dt_drift * invm[i]
-        for k in range(3):
-            pk = scale * p[i, k] + dt_kick * f[i, k]
-            p[i, k] = pk
-            qk = q[i, k] + w * pk
-            q[i, k] = qk
-            q_ref[i, k] = qk
+    """p <- scale p + dt_kick f; q <- q + dt_drift invm p; q_ref <- q (all 3 N numbers)."""
+    _check_shapes(q, p)
+    _check_shapes(q, f)
+    _check_shapes(q, invm)
+    _check_shapes(q, q_ref)
+    a, b, c, w, r = q.ravel(), p.ravel(), f.ravel(), invm.ravel(), q_ref.ravel()
+    for k in range(a.size):
+        pk = scale * b[k] + dt_kick * c[k]
+        b[k] = pk
+        qk = a[k] + (dt_drift * w[k]) * pk
+        a[k] = qk
+        r[k] = qk
 
 
 @njit(cache=True)
-def kick(p, f, invm, fixed, dt_kick):
-    """p <- p + dt_kick f, then zero the fixed rows; returns the kinetic energy after (eV)."""
-    s = 0.0
-    for i in range(p.shape[0]):
-        p0 = p[i, 0] + dt_kick * f[i, 0]
-        p1 = p[i, 1] + dt_kick * f[i, 1]
-        p2 = p[i, 2] + dt_kick * f[i, 2]
-        p[i, 0] = p0
-        p[i, 1] = p1
-        p[i, 2] = p2
-        s += (p0 * p0 + p1 * p1 + p2 * p2) * invm[i]
+def kick(p, f, fixed, dt_kick):
+    """p <- p + dt_kick f, then zero the fixed rows."""
+    _check_shapes(p, f)
+    b, c = p.ravel(), f.ravel()
+    for k in range(b.size):
+        b[k] += dt_kick * c[k]
     zero_rows(p, fixed)
-    return 0.5 * s
 
 
 @njit(cache=True)
@@ -283,9 +306,10 @@ def verlet_first_half(q, p, f, invm, fixed, q_ref, check, dt):
 
 
 @njit(cache=True)
-def verlet_second_half(p, f, invm, fixed, dt):
-    """Velocity Verlet after the force call: half kick. Returns the kinetic energy (eV)."""
-    return kick(p, f, invm, fixed, 0.5 * dt)
+def verlet_second_half(p, f, fixed, dt):
+    """Velocity Verlet after the force call: half kick (also the end of CSVR, BAOAB and
+    Berendsen steps, whose thermostat acts before the force call)."""
+    kick(p, f, fixed, 0.5 * dt)
 
 
 @njit(cache=True)
@@ -305,7 +329,8 @@ def nhc_second_half(p, f, invm, fixed, dt, p_eta, eta, Q, nf, kT, weights, nloop
     """Nose-Hoover chain step after the force call: half kick, chain dt/2.
 
     Returns the kinetic energy (eV) at the end of the step."""
-    kin = kick(p, f, invm, fixed, 0.5 * dt)
+    kick(p, f, fixed, 0.5 * dt)
+    kin = kinetic_energy(p, invm)
     s = nhc_propagate(2.0 * kin, p_eta, eta, Q, nf, kT, 0.5 * dt, weights, nloop)
     scale_rows(p, s)
     return kin * s * s
@@ -367,42 +392,81 @@ def baoab_first_half(q, p, f, invm, sqrtm, fixed, q_ref, check, dt, c1, c2, kT, 
     """BAOAB Langevin before the force call (Leimkuhler and Matthews 2013).
 
     B: p += dt/2 f; A: q += dt/2 p/m; O: p = c1 p + c2 sqrt(m kT) R; A: q += dt/2 p/m, with
-    c1 = exp(-gamma dt), c2 = sqrt(1 - c1^2), ``sqrtm`` = sqrt(m) and R = ``noise[j]``, the
-    standard-normal row of the j-th mobile atom (``invm > 0``) in index order. The kinetic
-    energy the O step adds goes to ``acc``.
+    c1 = exp(-gamma dt), c2 = sqrt(1 - c1^2), ``sqrtm`` = sqrt(m) per coordinate (N, 3) and
+    R = ``noise[j]``, the standard-normal row of the j-th mobile atom (``invm > 0``) in index
+    order. The kinetic energy the O step adds goes to ``acc``.
     """
     if check and not positions_equal(q, q_ref):
         return STALE
-    zero_rows(p, fixed)
+    _check_shapes(q, invm)
+    _check_shapes(q, sqrtm)
     hdt = 0.5 * dt
     skT = c2 * math.sqrt(kT)
+    if noise.shape[0] == q.shape[0]:  # no fixed atoms: one flat, vectorisable pass
+        _check_shapes(q, noise)
+        work = _baoab_all(q.ravel(), p.ravel(), f.ravel(), invm.ravel(), sqrtm.ravel(),
+                          q_ref.ravel(), noise.ravel(), hdt, c1, skT)
+    else:
+        zero_rows(p, fixed)
+        work = _baoab_mobile(q, p, f, invm, sqrtm, q_ref, noise, hdt, c1, skT)
+    acc[0] += 0.5 * work
+    return OK
+
+
+@njit(cache=True, inline="always")
+def _baoab_one(k, q, p, f, invm, sqrtm, q_ref, r, hdt, c1, skT):
+    """BAOA for flat element ``k`` with noise ``r``; returns p before the O step."""
+    h = hdt * invm[k]
+    p0 = p[k] + hdt * f[k]
+    n0 = c1 * p0 + (skT * sqrtm[k]) * r
+    p[k] = n0
+    q0 = (q[k] + h * p0) + h * n0
+    q[k] = q0
+    q_ref[k] = q0
+    return p0
+
+
+@njit(cache=True)
+def _baoab_block(q, p, f, invm, sqrtm, q_ref, noise, hdt, c1, skT, before):
+    for k in range(q.size):  # no reduction here: vectorises, exact IEEE arithmetic
+        before[k] = _baoab_one(k, q, p, f, invm, sqrtm, q_ref, noise[k], hdt, c1, skT)
+
+
+@njit(cache=True, fastmath={"reassoc"})
+def _o_step_work(after, before, invm):
+    """sum (after^2 - before^2) invm. Reassociation lets this sum vectorise: it is only the
+    thermostat's energy account (a diagnostic), never fed back into the trajectory."""
+    s = 0.0
+    for k in range(after.size):
+        s += (after[k] * after[k] - before[k] * before[k]) * invm[k]
+    return s
+
+
+@njit(cache=True)
+def _baoab_all(q, p, f, invm, sqrtm, q_ref, noise, hdt, c1, skT):
+    """All atoms mobile: flat arrays, in blocks that stay in the L1 cache."""
+    block = 1024
+    before = np.empty(block)
+    work = 0.0
+    for s in range(0, q.size, block):
+        e = min(s + block, q.size)
+        _baoab_block(q[s:e], p[s:e], f[s:e], invm[s:e], sqrtm[s:e], q_ref[s:e], noise[s:e],
+                     hdt, c1, skT, before)
+        work += _o_step_work(p[s:e], before[:e - s], invm[s:e])
+    return work
+
+
+@njit(cache=True)
+def _baoab_mobile(q, p, f, invm, sqrtm, q_ref, noise, hdt, c1, skT):
+    a, b, c, w, s, r = q.ravel(), p.ravel(), f.ravel(), invm.ravel(), sqrtm.ravel(), q_ref.ravel()
     work = 0.0
     j = 0
     for i in range(q.shape[0]):
-        im = invm[i]
-        if im == 0.0:
+        if w[3 * i] == 0.0:
             continue
-        sig = skT * sqrtm[i]
-        h = hdt * im
-        p0 = p[i, 0] + hdt * f[i, 0]
-        p1 = p[i, 1] + hdt * f[i, 1]
-        p2 = p[i, 2] + hdt * f[i, 2]
-        n0 = c1 * p0 + sig * noise[j, 0]
-        n1 = c1 * p1 + sig * noise[j, 1]
-        n2 = c1 * p2 + sig * noise[j, 2]
-        work += (n0 * n0 + n1 * n1 + n2 * n2 - p0 * p0 - p1 * p1 - p2 * p2) * im
-        p[i, 0] = n0
-        p[i, 1] = n1
-        p[i, 2] = n2
-        q0 = (q[i, 0] + h * p0) + h * n0
-        q1 = (q[i, 1] + h * p1) + h * n1
-        q2 = (q[i, 2] + h * p2) + h * n2
-        q[i, 0] = q0
-        q[i, 1] = q1
-        q[i, 2] = q2
-        q_ref[i, 0] = q0
-        q_ref[i, 1] = q1
-        q_ref[i, 2] = q2
+        for d in range(3):
+            k = 3 * i + d
+            p0 = _baoab_one(k, a, b, c, w, s, r, noise[j, d], hdt, c1, skT)
+            work += (b[k] * b[k] - p0 * p0) * w[k]
         j += 1
-    acc[0] += 0.5 * work
-    return OK
+    return work

@@ -71,6 +71,7 @@ from ase.md.md import MolecularDynamics
 
 from .errors import UserError
 from .kernels import integrators as kern
+from .kernels import rng as krng
 from .kernels.parallel import get_comm
 
 # Below this many random numbers per step numpy's own fill is faster than the numba one
@@ -225,9 +226,10 @@ class _NumbaMD(MolecularDynamics):
         self._m = np.ascontiguousarray(atoms.get_masses(), dtype=np.float64)
         if not np.all(self._m[self._mobile] > 0):
             raise DynamicsError("every mobile atom needs a positive mass")
-        self._invm = np.zeros(n)  # zero for fixed atoms: they never move, carry no energy
-        self._invm[self._mobile] = 1.0 / self._m[self._mobile]
-        self._sqrtm = np.sqrt(self._m)
+        invm = np.zeros(n)  # zero for fixed atoms: they never move, carry no energy
+        invm[self._mobile] = 1.0 / self._m[self._mobile]
+        self._invm = kern.per_coordinate(invm)  # (N, 3): the kernels' flat loops
+        self._sqrtm = kern.per_coordinate(np.sqrt(self._m))
         self._natoms = n
         self._cons = atoms.constraints
         self._ncons = len(self._cons)
@@ -449,7 +451,7 @@ class VelocityVerlet(_NumbaMD):
                                       self.dt)
 
     def _second_half(self, p, f):
-        kern.verlet_second_half(p, f, self._invm, self._fixed, self.dt)
+        kern.verlet_second_half(p, f, self._fixed, self.dt)
 
 
 class NoseHooverChainNVT(_NumbaMD):
@@ -582,32 +584,51 @@ class Bussi(_NumbaMD):
                                     r1, chi2, self._acc)
 
     def _second_half(self, p, f):
-        kern.verlet_second_half(p, f, self._invm, self._fixed, self.dt)
+        kern.verlet_second_half(p, f, self._fixed, self.dt)
 
 
 class Langevin(_NumbaMD):
     """Langevin dynamics with the BAOAB splitting (Leimkuhler and Matthews, JCP 138, 174102).
 
     ``Langevin(atoms, timestep, temperature_K, friction, fixcm=False, *, seed=None, rng=None,
-    **md_kwargs)``; ``friction`` gamma in 1/(ASE time), e.g. ``0.01 / units.fs``. A step is
-    B (half kick) A (half drift) O (p = c1 p + sqrt((1 - c1^2) m kT) R, c1 = exp(-gamma dt))
-    A, force, B: the same sequence and random numbers (one standard normal per mobile
-    coordinate, drawn as ``rng.standard_normal((n_mobile, 3))``) as ASE's ``LangevinBAOAB``
-    at constant volume. Note that ASE's ``Langevin`` uses a different splitting, takes its
-    deprecated positional ``temperature`` in eV (pass ``temperature_K=`` to either class) and
-    has ``fixcm=True`` by default; the keywords are the same. Conserved: E_pot + E_kin minus
-    the kinetic energy the O steps added.
+    noise='fast', **md_kwargs)``; ``friction`` gamma in 1/(ASE time), e.g. ``0.01 / units.fs``.
+    A step is B (half kick) A (half drift) O (p = c1 p + sqrt((1 - c1^2) m kT) R,
+    c1 = exp(-gamma dt)) A, force, B, with one standard-normal R per mobile coordinate.
+
+    ``noise`` says where R comes from:
+
+    - ``'fast'`` (default): :mod:`meltquench.kernels.rng` (ziggurat on SplitMix64, about three
+      times faster than numpy's generator, which is most of a Langevin step for large
+      systems). Its 128-bit state is drawn once from ``rng`` (or from ``seed``), so the same
+      seed gives the same trajectory on every run and MPI rank, and it goes into
+      :meth:`get_state`.
+    - ``'numpy'``: ``rng.standard_normal((n_mobile, 3))`` each step, the same numbers and
+      sequence as ASE's ``LangevinBAOAB`` at constant volume (for comparing trajectories).
+
+    Note that ASE's ``Langevin`` uses a different splitting, takes its deprecated positional
+    ``temperature`` in eV (pass ``temperature_K=`` to either class) and has ``fixcm=True`` by
+    default; the keywords are the same. Conserved: E_pot + E_kin minus the kinetic energy the
+    O steps added.
     """
 
     scheme = "langevin"
     stochastic = True
 
+    NOISE = ("fast", "numpy")
+
     def __init__(self, atoms, timestep, temperature_K, friction, fixcm=False, *, seed=None,
-                 rng=None, **kwargs):
+                 rng=None, noise="fast", **kwargs):
         self.fr = _positive("friction", friction, allow_zero=True)
+        if noise not in self.NOISE:
+            raise DynamicsError(f"noise must be one of {', '.join(self.NOISE)}, got {noise!r}")
+        self.noise = noise
         super().__init__(atoms, timestep, temperature_K, fixcm=fixcm, seed=seed, rng=rng,
                          **kwargs)
         self._noise = np.empty((self._mobile.size, 3))
+        self._stream = None
+        if noise == "fast":  # 128 bits from the (rank-identical) generator seed the stream
+            self._stream = self.rng.integers(0, 2 ** 64, size=2, dtype=np.uint64,
+                                             endpoint=False)
 
     def set_friction(self, friction):
         """New friction coefficient (1/ASE time), from the next step on."""
@@ -622,7 +643,9 @@ class Langevin(_NumbaMD):
         if noise.shape[0] != nmob:
             noise = self._noise = np.empty((nmob, 3))
         if check:  # draw once per step, also when the forces turn out to be stale
-            if noise.size >= _NUMBA_RNG_MIN:
+            if self._stream is not None:
+                krng.standard_normal_fill(self._stream, noise)
+            elif noise.size >= _NUMBA_RNG_MIN:
                 kern.fill_standard_normal(self.rng, noise)
             else:
                 self.rng.standard_normal(out=noise)
@@ -632,12 +655,25 @@ class Langevin(_NumbaMD):
                                      check, self.dt, c1, c2, kT, noise, self._acc)
 
     def _second_half(self, p, f):
-        kern.verlet_second_half(p, f, self._invm, self._fixed, self.dt)
+        kern.verlet_second_half(p, f, self._fixed, self.dt)
 
     def todict(self):
         d = super().todict()
-        d.update(friction=self.fr)
+        d.update(friction=self.fr, noise=self.noise)
         return d
+
+    def _thermostat_state(self):
+        state = {"noise": self.noise}
+        if self._stream is not None:
+            state["stream"] = [int(x) for x in self._stream]
+        return state
+
+    def _set_thermostat_state(self, state):
+        if state.get("noise", "numpy") != self.noise:
+            raise DynamicsError(f"checkpoint drew its Langevin noise with noise="
+                                f"{state.get('noise', 'numpy')!r}, this run with {self.noise!r}")
+        if self._stream is not None:
+            self._stream = np.array(state["stream"], dtype=np.uint64)
 
 
 class Berendsen(_NumbaMD):
@@ -673,7 +709,7 @@ class Berendsen(_NumbaMD):
                                          self._acc)
 
     def _second_half(self, p, f):
-        kern.verlet_second_half(p, f, self._invm, self._fixed, self.dt)
+        kern.verlet_second_half(p, f, self._fixed, self.dt)
 
 
 NVTBerendsen = Berendsen
@@ -687,7 +723,7 @@ SCHEME_PARAMS = {
     "nve": {},
     "nhc": {"tdamp_fs": None, "tchain": 3, "tloop": 1, "sy_order": 4},
     "bussi": {"taut_fs": None},
-    "langevin": {"friction_per_fs": 0.01},
+    "langevin": {"friction_per_fs": 0.01, "noise": "fast"},
     "berendsen": {"taut_fs": None},
 }
 _COMMON_PARAMS = ("fixcm", "logfile", "loginterval", "trajectory", "append_trajectory")
@@ -702,7 +738,8 @@ def make_dynamics(name, atoms, timestep_fs, temperature_K, seed=None, **params):
     - ``nhc``: ``tdamp_fs`` = 100 x timestep_fs, ``tchain`` = 3, ``tloop`` = 1,
       ``sy_order`` = 4 (Suzuki-Yoshida order: 2, 4 or 6);
     - ``bussi``: ``taut_fs`` = 100 x timestep_fs;
-    - ``langevin``: ``friction_per_fs`` = 0.01 (1/fs, i.e. 10 / ps);
+    - ``langevin``: ``friction_per_fs`` = 0.01 (1/fs, i.e. 10 / ps), ``noise`` = ``'fast'``
+      (or ``'numpy'``, see :class:`Langevin`);
     - ``berendsen``: ``taut_fs`` = 100 x timestep_fs.
 
     Any scheme also takes ``fixcm`` (default False) and ASE's ``logfile``, ``loginterval``,
@@ -737,6 +774,7 @@ def make_dynamics(name, atoms, timestep_fs, temperature_K, seed=None, **params):
                      seed=seed, **common)
     if key == "langevin":
         friction = _positive("friction_per_fs", values["friction_per_fs"], allow_zero=True)
-        return Langevin(atoms, dt, temperature_K, friction / units.fs, seed=seed, **common)
+        return Langevin(atoms, dt, temperature_K, friction / units.fs, seed=seed,
+                        noise=values["noise"], **common)
     return Berendsen(atoms, dt, temperature_K,
                      _positive("taut_fs", values["taut_fs"]) * units.fs, seed=seed, **common)

@@ -98,7 +98,7 @@ def test_schemes_equal_their_ase_counterparts(scheme, fixed):
         dyn = Bussi(ours, dt, 300.0, tau, seed=3)
         ase_dyn = AseBussi(ref, dt, 300.0, tau, rng=np.random.default_rng(3))
     elif scheme == "langevin":
-        dyn = Langevin(ours, dt, 300.0, 1 / tau, seed=3)
+        dyn = Langevin(ours, dt, 300.0, 1 / tau, seed=3, noise="numpy")  # ASE's numbers
         ase_dyn = LangevinBAOAB(ref, dt, temperature_K=300.0, T_tau=tau,
                                 rng=np.random.default_rng(3))
     else:
@@ -246,14 +246,28 @@ def test_same_seed_same_trajectory(scheme):
     assert np.abs(runs[0] - runs[2]).max() > 1e-6
 
 
+def test_langevin_noise_choice_is_checked_and_kept_in_the_state():
+    atoms = copper(fixed=True)
+    with pytest.raises(DynamicsError, match="noise must be one of fast, numpy"):
+        Langevin(atoms, 2 * FS, 300.0, 0.02 / FS, seed=1, noise="gauss")
+    fast = make_dynamics("langevin", atoms, 2.0, 300.0, seed=1)
+    fast.run(2)
+    state = fast.get_state()
+    assert state["thermostat"]["noise"] == "fast" and len(state["thermostat"]["stream"]) == 2
+    slow = make_dynamics("langevin", copper(fixed=True), 2.0, 300.0, seed=1, noise="numpy")
+    with pytest.raises(DynamicsError, match="noise='fast', this run with 'numpy'"):
+        slow.set_state(state)
+
+
 def test_large_langevin_draws_the_same_numbers_as_numpy():
-    """Above a few hundred mobile atoms the noise is drawn by numba: same numbers as numpy."""
+    """noise='numpy': above a few hundred mobile atoms the noise is drawn by numba, the same
+    numbers as numpy's."""
     from meltquench import dynamics
     atoms = copper(5, fixed=True)  # 250 mobile atoms: 750 numbers, numpy's path
     twin = atoms.copy()
     twin.calc = NumbaEMT()
-    a = Langevin(atoms, 2 * FS, 300.0, 0.02 / FS, seed=5)
-    b = Langevin(twin, 2 * FS, 300.0, 0.02 / FS, seed=5)
+    a = Langevin(atoms, 2 * FS, 300.0, 0.02 / FS, seed=5, noise="numpy")
+    b = Langevin(twin, 2 * FS, 300.0, 0.02 / FS, seed=5, noise="numpy")
     old = dynamics._NUMBA_RNG_MIN
     try:
         dynamics._NUMBA_RNG_MIN = 1  # force the numba path on b only

@@ -26,7 +26,7 @@ def _system(n=50, nfixed=10, seed=0):
     invm = 1.0 / m
     invm[fixed] = 0.0
     p[fixed] = 0.0
-    return q, p, f, m, invm, fixed
+    return q, p, f, m, K.per_coordinate(invm), fixed
 
 
 def test_sy_weights_sum_to_one_and_order_4_is_ase_s():
@@ -95,13 +95,13 @@ def test_verlet_follows_the_exact_discrete_harmonic_solution():
     q = rng.normal(size=(n, 3))
     p = rng.normal(size=(n, 3)) * np.sqrt(m)[:, None]
     q0 = q.copy()
-    invm, fixed, q_ref = 1.0 / m, np.zeros(0, dtype=np.int64), q.copy()
+    invm, fixed, q_ref = K.per_coordinate(1.0 / m), np.zeros(0, dtype=np.int64), q.copy()
     f = -k[:, None] * q
     traj = [q.copy()]
     for _ in range(500):
         assert K.verlet_first_half(q, p, f, invm, fixed, q_ref, True, h) == K.OK
         f = -k[:, None] * q
-        K.verlet_second_half(p, f, invm, fixed, h)
+        K.verlet_second_half(p, f, fixed, h)
         traj.append(q.copy())
     traj = np.array(traj)
     theta = np.arccos(1 - (np.sqrt(k / m) * h) ** 2 / 2)[:, None]
@@ -132,7 +132,8 @@ def test_baoab_samples_the_analytic_stationary_distribution_of_harmonic_oscillat
         assert S[0, 0] == pytest.approx(kT / k[i], rel=1e-10)  # BAOAB's exact configurations
         expect_p[i] = S[1, 1]
     q, p = np.zeros((n, 3)), np.zeros((n, 3))
-    invm, sqrtm, fixed = 1.0 / m, np.sqrt(m), np.zeros(0, dtype=np.int64)
+    invm, sqrtm = K.per_coordinate(1.0 / m), K.per_coordinate(np.sqrt(m))
+    fixed = np.zeros(0, dtype=np.int64)
     q_ref, noise, acc = q.copy(), np.empty((n, 3)), np.zeros(1)
     f = -k[:, None] * q
     zq, zp = 0.0, 0.0
@@ -141,7 +142,7 @@ def test_baoab_samples_the_analytic_stationary_distribution_of_harmonic_oscillat
         rng.standard_normal(out=noise)
         K.baoab_first_half(q, p, f, invm, sqrtm, fixed, q_ref, True, h, c1, c2, kT, noise, acc)
         f = -k[:, None] * q
-        K.verlet_second_half(p, f, invm, fixed, h)
+        K.verlet_second_half(p, f, fixed, h)
         if step >= 200:
             zq += np.mean(q ** 2 * (k / kT)[:, None])
             zp += np.mean(p ** 2 / expect_p[:, None])
@@ -206,6 +207,7 @@ def test_first_halves_report_stale_forces_and_change_nothing():
     args = dict(Q=np.array([1.0, 1.0]), w=K.sy_weights(4))
     q0, p0 = q.copy(), p.copy()
     acc, noise = np.zeros(1), np.zeros((len(m) - len(fixed), 3))
+    sqrtm = K.per_coordinate(np.sqrt(m))
     calls = [
         lambda: K.verlet_first_half(q, p, f, invm, fixed, q_ref, True, 0.1),
         lambda: K.nhc_first_half(q, p, f, invm, fixed, q_ref, True, 0.1, np.zeros(2), np.zeros(2),
@@ -214,8 +216,8 @@ def test_first_halves_report_stale_forces_and_change_nothing():
                                   100.0, acc),
         lambda: K.berendsen_first_half(q, p, f, invm, fixed, q_ref, True, 0.1, 300.0, 120.0,
                                        8.6e-5, 0.01, 0.9, 1.1, acc),
-        lambda: K.baoab_first_half(q, p, f, invm, np.sqrt(m), fixed, q_ref, True, 0.1, 0.9,
-                                   0.43, 0.02, noise, acc),
+        lambda: K.baoab_first_half(q, p, f, invm, sqrtm, fixed, q_ref, True, 0.1, 0.9, 0.43, 0.02,
+                                   noise, acc),
     ]
     for call in calls:
         assert call() == K.STALE
@@ -235,9 +237,9 @@ def test_fixed_atoms_never_move_and_keep_zero_momenta():
                          np.array([10.0, 1.0, 1.0]), 3.0 * nmob, 0.02, K.sy_weights(4), 1)
         K.nhc_second_half(p, f, invm, fixed, 0.1, np.zeros(3), np.zeros(3),
                           np.array([10.0, 1.0, 1.0]), 3.0 * nmob, 0.02, K.sy_weights(4), 1)
-        K.baoab_first_half(q, p, f, invm, np.sqrt(m), fixed, q_ref, True, 0.1, 0.9, 0.43, 0.02,
-                           rng.standard_normal((nmob, 3)), acc)
-        K.verlet_second_half(p, f, invm, fixed, 0.1)
+        K.baoab_first_half(q, p, f, invm, K.per_coordinate(np.sqrt(m)), fixed, q_ref, True, 0.1,
+                           0.9, 0.43, 0.02, rng.standard_normal((nmob, 3)), acc)
+        K.verlet_second_half(p, f, fixed, 0.1)
         assert np.array_equal(q[fixed], q0[fixed]) and np.all(p[fixed] == 0.0)
     mobile = np.setdiff1d(np.arange(len(m)), fixed)
     assert np.all(q[mobile] != q0[mobile])
@@ -263,3 +265,37 @@ def test_centre_of_mass_helpers():
         assert np.abs((np.sqrt(m)[:, None] * noise).sum(axis=0)).max() < 1e-10
         total += np.sum(noise ** 2)
     assert total / 200 == pytest.approx(3 * n - 3, rel=0.01)
+
+
+@pytest.mark.parametrize("nfixed", [0, 10])
+def test_baoab_first_half_equals_a_numpy_transcription(nfixed):
+    """Both code paths (all atoms mobile: flat blocks; some fixed: row by row) against the
+    BAOA formulas written out in numpy: bit-identical positions and momenta."""
+    q, p, f, m, invm, fixed = _system(n=3000 + 7, nfixed=nfixed, seed=3)
+    mobile = np.setdiff1d(np.arange(len(m)), fixed)
+    dt, c1, c2, kT = 0.7, 0.93, math.sqrt(1 - 0.93 ** 2), 0.025
+    noise = np.random.default_rng(4).standard_normal((mobile.size, 3))
+    w = invm[mobile]
+    h = 0.5 * dt * w
+    p0 = p[mobile] + 0.5 * dt * f[mobile]
+    n0 = c1 * p0 + (c2 * math.sqrt(kT) * np.sqrt(m[mobile])[:, None]) * noise
+    q_expect, p_expect = q.copy(), p.copy()
+    p_expect[mobile] = n0
+    q_expect[mobile] = (q[mobile] + h * p0) + h * n0
+    work = 0.5 * np.sum((n0 ** 2 - p0 ** 2) * w)
+    q_ref, acc = q.copy(), np.zeros(1)
+    assert K.baoab_first_half(q, p, f, invm, K.per_coordinate(np.sqrt(m)), fixed, q_ref, True,
+                              dt, c1, c2, kT, noise, acc) == K.OK
+    assert np.array_equal(q, q_expect) and np.array_equal(p, p_expect)
+    assert np.array_equal(q_ref, q)
+    assert acc[0] == pytest.approx(work, rel=1e-12, abs=1e-12)
+
+
+def test_kernels_refuse_per_atom_inverse_masses():
+    """invm must be (N, 3) (per_coordinate): a flat loop over an (N,) array would read past it."""
+    q, p, f, m, invm, fixed = _system()
+    with pytest.raises(ValueError, match="shape"):
+        K.verlet_first_half(q, p, f, invm[:, 0].copy(), fixed, q.copy(), True, 0.1)
+    with pytest.raises(ValueError, match="shape"):
+        K.kinetic_energy(p, invm[:, 0].copy())
+
