@@ -21,7 +21,9 @@ What they add to ASE's classes:
 * **One force evaluation per step**: the forces of the previous step are reused (ASE's classes
   call ``get_forces`` three times per step and rely on the calculator's cache). If the positions
   were changed between steps (compared bit for bit with the ones the forces belong to), the
-  forces are fetched again.
+  forces are fetched again. The comparison is skipped only where no code but ours can have
+  run since the last step: inside :meth:`~_NumbaMD.run`, after a step at which no observer was
+  called (and ``log`` is not overridden).
 * **Seeded and restartable**: stochastic schemes draw from a ``numpy.random.Generator``
   (``seed=`` or ``rng=``); :meth:`~_NumbaMD.get_state` / :meth:`~_NumbaMD.set_state` carry the
   thermostat variables, the cumulative thermostat work and the generator state, so a restart
@@ -177,6 +179,7 @@ class _NumbaMD(MolecularDynamics):
         self._acc = np.zeros(1)  # energy put in by the thermostat (eV)
         self._forces = None
         self._q_ref = None
+        self._untouched = False  # True only inside run() between two of our own steps
         self._setup_atoms()
         self._temperature_K = 0.0
         if temperature_K is not None:
@@ -288,13 +291,26 @@ class _NumbaMD(MolecularDynamics):
             q, p = self._arrays()
             if self._ndof != ndof:
                 self._retarget()
+        # The positions are compared with those of the cached forces, unless run() knows
+        # that no code but ours ran since our last step (no observer, log() not overridden).
+        check = not self._untouched
+        self._untouched = False
         f = self._forces
         if f is None:
             f = self._refresh_forces()
-        if self._first_half(q, p, f, True) != kern.OK:
+        if self._first_half(q, p, f, check, True) != kern.OK:
             f = self._refresh_forces()
-            self._first_half(q, p, f, False)
+            self._first_half(q, p, f, False, False)
         self._second_half(p, self._call_forces())
+
+    def _call_observers_since_step(self):
+        """ASE's call_observers; returns whether any observer (user code) was called."""
+        called = False
+        for function, interval, args, kwargs in self.observers:
+            if (self.nsteps % interval == 0) if interval > 0 else (self.nsteps == abs(interval)):
+                function(*args, **kwargs)
+                called = True
+        return called
 
     def run(self, steps=50):
         """Run ``steps`` steps (ASE semantics: observers and log after each; a first call at
@@ -304,11 +320,15 @@ class _NumbaMD(MolecularDynamics):
             self._refresh_forces()
             self.log()
             self.call_observers()
-        while self.nsteps < self.max_steps:
-            self.step()
-            self.nsteps += 1
-            self.log()
-            self.call_observers()
+        plain_log = type(self).log is MolecularDynamics.log
+        try:
+            while self.nsteps < self.max_steps:
+                self.step()
+                self.nsteps += 1
+                self.log()
+                self._untouched = not self._call_observers_since_step() and plain_log
+        finally:
+            self._untouched = False  # the caller may change the atoms before the next step
         return True
 
     def irun(self, steps=50):
@@ -446,7 +466,7 @@ class VelocityVerlet(_NumbaMD):
                  **kwargs):
         super().__init__(atoms, timestep, temperature_K, fixcm=fixcm, seed=seed, **kwargs)
 
-    def _first_half(self, q, p, f, check):
+    def _first_half(self, q, p, f, check, draw):
         return kern.verlet_first_half(q, p, f, self._invm, self._fixed, self._q_ref, check,
                                       self.dt)
 
@@ -513,7 +533,7 @@ class NoseHooverChainNVT(_NumbaMD):
         e_new = kern.nhc_energy(self._p_eta, self._eta, self._Q, self._nf, self._kT)
         self._energy_offset += e_old - e_new
 
-    def _first_half(self, q, p, f, check):
+    def _first_half(self, q, p, f, check, draw):
         return kern.nhc_first_half(q, p, f, self._invm, self._fixed, self._q_ref, check, self.dt,
                                    self._p_eta, self._eta, self._Q, self._nf, self._kT,
                                    self._weights, self.tloop)
@@ -570,8 +590,8 @@ class Bussi(_NumbaMD):
         super().__init__(atoms, timestep, temperature_K, fixcm=fixcm, seed=seed, rng=rng,
                          **kwargs)
 
-    def _first_half(self, q, p, f, check):
-        if not check:  # the random numbers were drawn for the attempt that found stale forces
+    def _first_half(self, q, p, f, check, draw):
+        if not draw:  # the random numbers were drawn for the attempt that found stale forces
             r1, chi2 = self._draws
         else:
             rng = self.rng
@@ -634,7 +654,7 @@ class Langevin(_NumbaMD):
         """New friction coefficient (1/ASE time), from the next step on."""
         self.fr = _positive("friction", friction, allow_zero=True)
 
-    def _first_half(self, q, p, f, check):
+    def _first_half(self, q, p, f, check, draw):
         c1 = math.exp(-self.fr * self.dt)
         c2 = math.sqrt(-math.expm1(-2.0 * self.fr * self.dt))
         kT = units.kB * self._temperature_K
@@ -642,7 +662,7 @@ class Langevin(_NumbaMD):
         noise = self._noise
         if noise.shape[0] != nmob:
             noise = self._noise = np.empty((nmob, 3))
-        if check:  # draw once per step, also when the forces turn out to be stale
+        if draw:  # once per step, also when the forces turn out to be stale
             if self._stream is not None:
                 krng.standard_normal_fill(self._stream, noise)
             elif noise.size >= _NUMBA_RNG_MIN:
@@ -702,7 +722,7 @@ class Berendsen(_NumbaMD):
     def get_taut(self):
         return self.taut
 
-    def _first_half(self, q, p, f, check):
+    def _first_half(self, q, p, f, check, draw):
         return kern.berendsen_first_half(q, p, f, self._invm, self._fixed, self._q_ref, check,
                                          self.dt, self._temperature_K, float(self._ndof), units.kB,
                                          self.dt / self.taut, self.min_scale, self.max_scale,

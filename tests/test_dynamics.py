@@ -324,6 +324,50 @@ class CountingEMT(NumbaEMT):
         super().calculate(*args, **kwargs)
 
 
+@pytest.mark.parametrize("scheme", ["nve", "langevin"])
+@pytest.mark.parametrize("interval", [1, 3])
+def test_observers_that_move_atoms_inside_run_are_noticed(scheme, interval):
+    """run() skips the position comparison only after steps at which no user code ran: an
+    observer that moves an atom (every step, or every third) gets fresh forces, exactly as a
+    twin run that moves the atom between run(1) calls (where the comparison always runs)."""
+    def nudge(a):
+        a.positions[0] += 0.01
+
+    atoms, twin = copper(), copper()
+    atoms.calc, twin.calc = CountingEMT(), NumbaEMT()
+    dyn = make_dynamics(scheme, atoms, 2.0, 300.0, seed=4)
+    twin_dyn = make_dynamics(scheme, twin, 2.0, 300.0, seed=4)
+    dyn.attach(nudge, interval=interval, a=atoms)
+    CountingEMT.ncalc = 0
+    dyn.run(12)
+    twin_dyn.run(0)
+    nudge(twin)  # observers are called at step 0 too
+    for step in range(1, 13):
+        twin_dyn.run(1)
+        if step % interval == 0:
+            nudge(twin)
+    assert np.array_equal(atoms.positions, twin.positions)
+    moved = len(range(0, 12, interval))  # nudges before a step (steps 0, interval, ... < 12)
+    assert CountingEMT.ncalc == 1 + 12 + moved
+
+
+def test_an_overridden_log_counts_as_user_code():
+    class Moving(VelocityVerlet):
+        def log(self):
+            self.atoms.positions[0] += 0.01
+
+    atoms, twin = copper(), copper()
+    twin.calc = NumbaEMT()
+    Moving(atoms, 2 * FS).run(5)
+    plain = VelocityVerlet(twin, 2 * FS)
+    plain.run(0)
+    twin.positions[0] += 0.01  # log() is called at step 0 too
+    for _ in range(5):
+        plain.run(1)
+        twin.positions[0] += 0.01
+    assert np.array_equal(atoms.positions, twin.positions)
+
+
 @pytest.mark.parametrize("scheme", list(DYNAMICS))
 def test_one_force_evaluation_per_step_and_moved_atoms_are_noticed(scheme):
     atoms = copper(fixed=True)
