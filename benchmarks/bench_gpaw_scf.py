@@ -15,7 +15,7 @@ and median seconds per MD step, and the largest force error (eV/Å) at the last 
 same geometry converged tightly (the same calculator continued to a density residual of 1e-6
 per electron).
 
-"GPAW defaults" means GPAW 26's own mixer (MSR1), occupations (Fermi-Dirac 0.1 eV), convergence
+"GPAW defaults" means GPAW 26's own mixer (MSR1, 10 densities, forgotten at every step), occupations (Fermi-Dirac 0.1 eV), convergence
 criteria and maxiter; everything else (basis, grid, U, symmetry off) is the same in both runs.
 Timings on a shared machine are noisy: compare the two rows of one run.
 """

@@ -8,14 +8,15 @@ calculation, :func:`conservative_fallback` gives the settings for a retry after 
 non-convergence.
 
 The GPAW defaults are tuned for molecular dynamics of the hot PBE+U oxide melt (measurements in
-``benchmarks/README_gpaw.md``): Fermi-Dirac smearing of 0.3 eV (an electronic temperature of
+``benchmarks/README.md``): Fermi-Dirac smearing of 0.3 eV (an electronic temperature of
 about 3500 K, near the 4000 K of the melt), which both speeds up the SCF and keeps it from
-stopping in one of the metastable d-occupation solutions of DFT+U; GPAW's MSR1 mixer with a
-20-step history; GPAW's own convergence criteria (a density residual of 1e-4 per electron: a
-looser one leaves forces wrong by 0.1-0.2 eV/Å); and each MD step's SCF started from a
-quadratically extrapolated density matrix (:class:`DensityMatrixExtrapolation`) on top of
-GPAW's own reuse of the previous wave functions. The driver must keep one calculator for the
-whole run.
+stopping in one of the metastable d-occupation solutions of DFT+U; meltquench's
+:class:`~meltquench.gpaw_mixer.MDPulay` mixer (Pulay mixing, step 0.2, 40 densities, whose
+history survives the MD steps: the slow d-occupation mode is learnt once, not every step);
+GPAW's own convergence criteria (a density residual of 1e-4 per electron: a looser one leaves
+forces wrong by 0.1-0.2 eV/Å); and each MD step's SCF started from a quadratically
+extrapolated density matrix (:class:`DensityMatrixExtrapolation`) on top of GPAW's own reuse
+of the previous wave functions. The driver must keep one calculator for the whole run.
 
 Units are ASE's (eV, Å); GPAW's smearing ``width`` is in eV, VASP's ``ENCUT`` in eV.
 """
@@ -48,8 +49,10 @@ from .errors import UserError
 #:     ``hubbard_u`` {element: U_eff in eV on the d shell (Dudarev)}, becomes
 #:     ``setups={'V': ':d,3.25'}``; ``spinpol``; ``kpts`` (Γ point: ``[1, 1, 1]``); ``h`` grid
 #:     spacing in Å (``None``: GPAW's default, 0.2 Å in LCAO); ``mixer`` (GPAW mixer dict; the
-#:     key ``backend`` names the method: ``'pulay'`` or ``'msr1'``, ``beta`` step,
-#:     ``nmaxold`` history length, ``weight`` metric weight); ``occupations`` (``name``
+#:     key ``backend`` names the method: ``'pulay'`` or ``'msr1'`` (GPAW's), or ``'md-pulay'``
+#:     (:class:`~meltquench.gpaw_mixer.MDPulay`: Pulay mixing whose history survives the MD
+#:     steps, with ``keep``), ``beta`` step, ``nmaxold`` history length, ``weight`` metric
+#:     weight); ``occupations`` (``name``
 #:     ``'fermi-dirac'`` or ``'marzari-vanderbilt'``, ``width`` in eV; 0.3 eV is kT at
 #:     3500 K, right for the melt; use a new calculator with a smaller width, e.g. GPAW's
 #:     0.1 eV, for the final optimisation if the electronic temperature matters there);
@@ -89,7 +92,7 @@ CALCULATOR_DEFAULTS = {
         "spinpol": False,
         "kpts": [1, 1, 1],
         "h": None,
-        "mixer": {"backend": "msr1", "beta": 0.05, "nmaxold": 20, "weight": 20.0},
+        "mixer": {"backend": "md-pulay", "beta": 0.2, "nmaxold": 40, "weight": 20.0},
         "occupations": {"name": "fermi-dirac", "width": 0.3},
         "convergence": {"energy": 0.0005, "density": 1e-4, "eigenstates": 4e-8},
         "maxiter": 200,
@@ -274,7 +277,7 @@ def gpaw_parameters(settings):
     if s["h"] is not None:
         kw["h"] = float(s["h"])
     if s["mixer"]:
-        kw["mixer"] = dict(s["mixer"])
+        kw["mixer"] = gpaw_mixer(s["mixer"])
     if s["occupations"]:
         kw["occupations"] = dict(s["occupations"])
     if s["parallel"]:
@@ -284,6 +287,22 @@ def gpaw_parameters(settings):
         kw["setups"] = setups
     kw.update(copy.deepcopy(s["extra"] or {}))
     return kw
+
+
+def gpaw_mixer(mixer):
+    """GPAW's ``mixer=`` value for the ``mixer`` settings: GPAW's own dict, or for
+    ``backend: md-pulay`` meltquench's :class:`~meltquench.gpaw_mixer.MDPulay`."""
+    mixer = dict(mixer)
+    if mixer.get("backend") != "md-pulay":
+        return mixer
+    from .gpaw_mixer import MDPulay
+    mixer.pop("backend")
+    allowed = ("beta", "nmaxold", "weight", "keep", "sigma")
+    unknown = sorted(set(mixer) - set(allowed))
+    if unknown:
+        raise UserError(f"calculator.gpaw.mixer: unknown key(s) {', '.join(unknown)} for "
+                        f"backend md-pulay (accepted: {', '.join(allowed)})")
+    return MDPulay(**mixer)
 
 
 def hubbard_setups(hubbard_u):
@@ -465,7 +484,7 @@ def conservative_fallback(settings):
     ng = new["gpaw"]
     mixer = dict(g.get("mixer") or {"backend": "pulay", "beta": 0.05, "weight": 50.0})
     mixer["beta"] = max(0.02, round(float(mixer.get("beta", 0.05)) / 2, 4))
-    if mixer.get("backend", "pulay") in ("pulay", "msr1"):
+    if mixer.get("backend", "pulay") in ("pulay", "msr1", "md-pulay"):
         mixer["nmaxold"] = max(int(mixer.get("nmaxold", 5)), 20)
     ng["mixer"] = mixer
     ng["extrapolation"] = 0

@@ -1,0 +1,165 @@
+"""A GPAW density mixer for molecular dynamics: Pulay mixing that remembers across steps.
+
+GPAW's Pulay and MSR1 mixers forget everything when the atoms move: each MD step's SCF starts
+with an empty history and spends its first iterations relearning how the density responds.
+In hot PBE+U V2O3 that response has a slow, soft mode (the d-occupations) that a fresh history
+only learns after 10-20 iterations, so every step crawls.
+
+:class:`MDPulay` is Pulay's DIIS written in Anderson's difference form (Anderson, J. ACM 12,
+547 (1965); the same iterates as Pulay's, Chem. Phys. Lett. 73, 393 (1980)): it stores
+*secant pairs* (the change of the input density between two iterations and the change of
+the residual it caused) and, at each iteration, takes the combination of pairs that best
+cancels the current residual in GPAW's metric, then a linear step ``beta`` on what is left::
+
+    R_k = n_out - n_in                                     (residual, PAW matrices alike)
+    gamma = argmin || Rc_k - sum_j gamma_j dRc_j ||_M        (Rc: with compensation charges)
+    n_in <- n_in + beta R_k - sum_j gamma_j (dn_j + beta dR_j)
+
+The pairs are differences *within* one geometry, so they stay meaningful when the atoms
+move by a fraction of an ångström: the mixer keeps the last ``nmaxold`` of them across MD
+steps (``keep=True``) and never pairs points of two different geometries. With
+``keep=False`` it is exactly GPAW's Pulay mixer (tests/test_gpaw.py checks the iterations
+agree), so the only new idea is the memory. It changes the path of the SCF, not where it
+ends: the convergence criteria are GPAW's own.
+
+Use it through the config (``calculator.gpaw.mixer: {backend: md-pulay, ...}``) or directly:
+``GPAW(..., mixer=MDPulay(beta=0.2, nmaxold=40))``. MPI: the inner products are summed over
+GPAW's grid communicator and the coefficients broadcast from rank 0, as GPAW's Pulay does;
+if the atoms change domain (the PAW matrices move between ranks) the history is dropped.
+"""
+import numpy as np
+
+from .calculators import setup_gpaw_mpi
+
+setup_gpaw_mpi()  # before gpaw.mpi is imported: mpirun python ... must work
+
+from gpaw.dft import Pulay  # noqa: E402
+from gpaw.mixer.base import BaseMixer  # noqa: E402
+
+
+class MDPulayMixer(BaseMixer):
+    """The mixer object GPAW builds from :class:`MDPulay` (see the module docstring)."""
+
+    def __init__(self, nmaxold, beta, keep, *args, **kwargs):
+        self.nmaxold = int(nmaxold)
+        self.beta = float(beta)
+        self.keep = bool(keep)
+        self.pairs = []  # {u: dn + beta dR, uD: its PAW part, dRc}, oldest first
+        self.gram = np.zeros((0, 0))  # <dRc_i | M | dRc_j>
+        self.point = None  # the current input and, after one mix, its residual
+        super().__init__(*args, **kwargs)
+        self._owners = self._atom_owners()
+
+    def _initialize_history_(self):
+        self.histories = []
+        self.point = None
+
+    def _atom_owners(self):
+        rank_a = getattr(self.atom_layout.atomdist, "rank_a", None)
+        return None if rank_a is None else np.array(rank_a, copy=True)
+
+    def reset(self):
+        """Start of an SCF (GPAW calls this): the next density is the first input."""
+        self.point = None
+        if not self.keep:
+            self.pairs, self.gram = [], np.zeros((0, 0))
+
+    def move(self, relpos_ac, atomdist):
+        """The atoms moved: new compensation charges; the pairs stay unless the PAW matrices
+        changed rank or ``keep`` is off."""
+        pairs, gram = self.pairs, self.gram
+        super().move(relpos_ac, atomdist)
+        owners = self._atom_owners()
+        same = (owners is None and self._owners is None) or (
+            owners is not None and self._owners is not None
+            and np.array_equal(owners, self._owners))
+        if self.keep and same:
+            self.pairs, self.gram = pairs, gram
+        else:
+            self.pairs, self.gram = [], np.zeros((0, 0))
+        self._owners = owners
+        self.point = None
+
+    def _dot(self, a, b):
+        return self.desc.comm.sum_scalar(float(np.vdot(a, b))) * self.desc.dv
+
+    def _add_pair(self, u, uD, dRc, MdRc):
+        """Store the pair (u = dn + beta dR with its PAW part, dRc) and its Gram row."""
+        row = [self._dot(MdRc, p["dRc"]) for p in self.pairs] + [self._dot(MdRc, dRc)]
+        k = len(self.pairs)
+        gram = np.empty((k + 1, k + 1))
+        gram[:k, :k] = self.gram
+        gram[k, :] = gram[:, k] = row
+        self.pairs.append({"u": u, "uD": uD, "dRc": dRc})
+        self.gram = gram
+        drop = len(self.pairs) - (self.nmaxold - 1)  # nmaxold densities, as GPAW's Pulay
+        if drop > 0:
+            del self.pairs[:drop]
+            self.gram = self.gram[drop:, drop:]
+
+    def _mix(self, nt_sX, D_asii, density):
+        n_out = nt_sX.data.copy()
+        D_out = np.array(D_asii.data, copy=True)
+        if self.point is None:  # first density of this SCF: it is the first input
+            self.point = {"n": n_out, "D": D_out}
+            return np.inf
+        n_in, D_in = self.point["n"], self.point["D"]
+        R = n_out - n_in
+        RD = D_out - D_in
+        residual = nt_sX.new()
+        residual.data[:] = R
+        Rc = nt_sX.new()
+        self.add_compensation_charge(residual, RD, density, out=Rc)
+        if "R" in self.point:  # a secant pair within this geometry
+            p = self.point
+            dRc = Rc.data - p["Rc"]
+            MdRc = self.metric(Rc.new(data=dRc.copy())).data
+            self._add_pair((n_in - p["n_prev"]) + self.beta * (R - p["R"]),
+                           (D_in - p["D_prev"]) + self.beta * (RD - p["RD"]), dRc, MdRc)
+        n_new = n_in + self.beta * R
+        D_new = D_in + self.beta * RD
+        if self.pairs:
+            MRc = self.metric(Rc.copy()).data
+            rhs = np.array([self._dot(MRc, p["dRc"]) for p in self.pairs])
+            gamma = np.linalg.lstsq(self.gram, rhs, rcond=1e-12)[0]
+            self.world.broadcast(gamma, 0)
+            for g, p in zip(gamma, self.pairs):
+                n_new -= g * p["u"]
+                D_new -= g * p["uD"]
+        nt_sX.data[:] = n_new
+        D_asii.data[:] = D_new
+        self.point = {"n": n_new, "D": D_new, "R": R, "RD": RD, "Rc": Rc.data.copy(),
+                      "n_prev": n_in, "D_prev": D_in}
+        return self.calculate_charge_sloshing(Rc)
+
+    def __str__(self):
+        return "\n  ".join(["density mixing:", "meltquench MD Pulay (Anderson form)",
+                            f"Linear mixing parameter: {self.beta}",
+                            f"Secant pairs kept: {self.nmaxold - 1} "
+                            f"({'across MD steps' if self.keep else 'within one SCF'})",
+                            str(self.metric), ""])
+
+
+class MDPulay(Pulay):
+    """GPAW ``mixer=`` parameter for :class:`MDPulayMixer`.
+
+    ``MDPulay(beta=0.2, nmaxold=40, weight=20.0, keep=True)``: ``beta`` the linear step,
+    ``nmaxold`` the number of densities remembered (``nmaxold - 1`` secant pairs, as in
+    GPAW's Pulay), ``weight`` GPAW's Fourier metric weight
+    (long-wavelength damping), ``keep`` whether the pairs survive an MD step.
+    """
+
+    name = "md-pulay"
+    cls = MDPulayMixer
+
+    def __init__(self, beta=0.2, nmaxold=40, weight=20.0, keep=True, sigma=0.015):
+        super().__init__(nmaxold=nmaxold, beta=beta, weight=weight, sigma=sigma)
+        self.keep = bool(keep)
+
+    def todict(self):
+        return {**super().todict(), "name": self.name, "keep": self.keep}
+
+    def build(self, **kwargs):
+        metric = self._build_metric(**self.metric_params, **kwargs)
+        return self.cls(self.mixer_params["nmaxold"], self.mixer_params["beta"], self.keep,
+                        metric=metric, **kwargs)
