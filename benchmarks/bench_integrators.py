@@ -113,10 +113,15 @@ def ase_integrators():
     }
 
 
-def time_dynamics(factory, n, steps, repeats):
-    """Best-of-repeats (total, excluding force evaluations, excluding all get_forces) in us."""
+def time_dynamics(factory, n, steps, repeats, observer=False):
+    """Best-of-repeats (total, excluding force evaluations, excluding all get_forces) in us.
+
+    ``observer``: attach an empty observer called every step (as a logger would be); ours
+    then compares the positions with the cached forces' ones at every step."""
     atoms = make_atoms(n)
     dyn = factory(atoms)
+    if observer:
+        dyn.attach(lambda: None, interval=1)
     calc = atoms.calc
     spent = {"all": 0.0, "computing": 0.0}
     get_forces = atoms.get_forces
@@ -257,6 +262,8 @@ def main(argv=None):
     parser.add_argument("--repeats", type=int, default=None, help="runs per case (best kept)")
     parser.add_argument("--gpaw", action="store_true", help="also time a GPAW LCAO step")
     parser.add_argument("--no-compile", action="store_true", help="skip the compile timing")
+    parser.add_argument("--observer", action="store_true",
+                        help="attach an empty per-step observer to both integrators")
     args = parser.parse_args(argv)
     sizes = args.sizes or (QUICK_SIZES if args.quick else SIZES)
     repeats = args.repeats or (2 if args.quick else 5)
@@ -274,8 +281,8 @@ def main(argv=None):
         steps = max(5, int(1e5 / n))
         hot, cold = time_memory_floor(n, repeats)
         for scheme, (make_ase, make_ours) in ase_integrators().items():
-            a = time_dynamics(make_ase, n, steps, repeats)
-            o = time_dynamics(make_ours, n, steps, repeats)
+            a = time_dynamics(make_ase, n, steps, repeats, args.observer)
+            o = time_dynamics(make_ours, n, steps, repeats, args.observer)
             rows.append((n, scheme, a, o, hot, cold))
             print(f"{n:>7} {scheme:<19} {a[1]:>10.1f} {o[1]:>9.1f} {a[1] / o[1]:>7.1f} | "
                   f"{a[2]:>10.1f} {o[2]:>8.1f} {a[2] / o[2]:>6.1f} | {a[0]:>10.1f} {o[0]:>9.1f} | "
