@@ -12,7 +12,8 @@ The GPAW defaults are tuned for molecular dynamics of the hot PBE+U oxide melt (
 about 3500 K, near the 4000 K of the melt), which both speeds up the SCF and keeps it from
 stopping in one of the metastable d-occupation solutions of DFT+U; meltquench's
 :class:`~meltquench.gpaw_mixer.MDPulay` mixer (Pulay mixing, step 0.2, 40 densities, whose
-history survives the MD steps: the slow d-occupation mode is learnt once, not every step);
+history of the last three MD steps is kept: the slow d-occupation mode is learnt once, not at
+every step);
 GPAW's own convergence criteria (a density residual of 1e-4 per electron: a looser one leaves
 forces wrong by 0.1-0.2 eV/Å); and each MD step's SCF started from a quadratically
 extrapolated density matrix (:class:`DensityMatrixExtrapolation`) on top of GPAW's own reuse
@@ -92,7 +93,7 @@ CALCULATOR_DEFAULTS = {
         "spinpol": False,
         "kpts": [1, 1, 1],
         "h": None,
-        "mixer": {"backend": "md-pulay", "beta": 0.2, "nmaxold": 40, "weight": 20.0},
+        "mixer": {"backend": "md-pulay", "beta": 0.2, "nmaxold": 40, "weight": 20.0, "keep": 3},
         "occupations": {"name": "fermi-dirac", "width": 0.3},
         "convergence": {"energy": 0.0005, "density": 1e-4, "eigenstates": 4e-8},
         "maxiter": 200,
