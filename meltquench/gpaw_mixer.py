@@ -128,26 +128,24 @@ class MDPulayMixer(BaseMixer):
         residual.data[:] = R
         Rc = nt_sX.new()
         self.add_compensation_charge(residual, RD, density, out=Rc)
-        MRc = self.metric(Rc.copy()).data
+        MRc = self.metric(Rc).data  # GPAW's metrics never change their input
         norm = self._dot(MRc, Rc.data) ** 0.5
         old = [p["geometry"] < self.geometry for p in self.pairs]
         if any(old) and "norm" in self.point and norm > self.GROWTH * self.point["norm"]:
             self._keep_only(np.logical_not(old))
             self.dropped += 1
-            old = [False] * len(self.pairs)
         if "R" in self.point:  # a secant pair within this geometry
             p = self.point
             dRc = Rc.data - p["Rc"]
-            MdRc = self.metric(Rc.new(data=dRc.copy())).data
+            MdRc = self.metric(Rc.new(data=dRc)).data
             self._add_pair((n_in - p["n_prev"]) + self.beta * (R - p["R"]),
                            (D_in - p["D_prev"]) + self.beta * (RD - p["RD"]), dRc, MdRc)
-            old.append(False)
-            old = old[-len(self.pairs):]
         n_new = n_in + self.beta * R
         D_new = D_in + self.beta * RD
         if self.pairs:
             rhs = np.array([self._dot(MRc, p["dRc"]) for p in self.pairs])
-            if any(old):  # scale each pair to unit length, then regularise
+            if any(p["geometry"] < self.geometry for p in self.pairs):
+                # pairs of earlier geometries: scale each to unit length, then regularise
                 d = np.sqrt(np.maximum(np.diag(self.gram), 1e-300))
                 gram = self.gram / np.outer(d, d) + self.REG * np.eye(len(rhs))
                 gamma = np.linalg.solve(gram, rhs / d) / d
@@ -159,7 +157,7 @@ class MDPulayMixer(BaseMixer):
                 D_new -= g * p["uD"]
         nt_sX.data[:] = n_new
         D_asii.data[:] = D_new
-        self.point = {"n": n_new, "D": D_new, "R": R, "RD": RD, "Rc": Rc.data.copy(),
+        self.point = {"n": n_new, "D": D_new, "R": R, "RD": RD, "Rc": Rc.data,
                       "n_prev": n_in, "D_prev": D_in, "norm": norm}
         return self.calculate_charge_sloshing(Rc)
 
