@@ -1,0 +1,56 @@
+"""Same seeds, same numbers: short pair-potential runs pinned bit for bit.
+
+``tests/data/pinned_pair_md.npz`` was written by this file's ``__main__`` block from the code
+as it stood before the engine was reorganised into packages (commit 632485d); any change
+that alters a single bit of these trajectories fails here. Regenerate only for a change that
+is meant to change the numbers, and say so in the commit.
+"""
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from meltquench import driver
+from meltquench.config import load_config
+
+DATA = Path(__file__).parent / "data" / "pinned_pair_md.npz"
+SCHEMES = ("nve", "nhc", "bussi", "langevin", "berendsen")
+SETTINGS = ["calculator.name=pair", "calculator.dispersion=null", "output.progress=none",
+            "analysis.enabled=false", "structure.builder=v2o3", "structure.repeat=[1,1,2]",
+            "schedule.heat_ps=0.01", "schedule.melt_ps=0.01", "schedule.quench_ps=0.01",
+            "schedule.final_ps=0.01", "schedule.T_melt_K=2500", "dynamics.final_relax=FIRE",
+            "dynamics.relax_steps=3", "output.checkpoint_interval=7", "output.extxyz=false"]
+
+
+def pinned_run(scheme, run_dir):
+    """Arrays of one short run: final positions and momenta, md.log energies, last frame."""
+    cfg = load_config(overrides=SETTINGS + [f"dynamics.thermostat={scheme}"])
+    result = driver.run(cfg, run_dir=run_dir)
+    rows = [line.split() for line in (Path(run_dir) / "md.log").read_text().splitlines()
+            if not line.startswith("#")]
+    log = np.array([[float(x) for x in (r[1], r[2], r[3], r[4], r[5], r[6])] for r in rows])
+    from ase.io import read
+    last = read(Path(run_dir) / "trajectory.traj", index=-1)
+    return {f"{scheme}_final_positions": result.atoms.positions.copy(),
+            f"{scheme}_last_frame_positions": last.positions.copy(),
+            f"{scheme}_last_frame_momenta": last.get_momenta(),
+            f"{scheme}_log": log}
+
+
+@pytest.mark.parametrize("scheme", SCHEMES)
+def test_trajectory_is_bitwise_the_pinned_one(tmp_path, scheme):
+    ref = np.load(DATA, allow_pickle=False)
+    got = pinned_run(scheme, tmp_path / "run")
+    for key, value in got.items():
+        # md.log is written with 3-8 decimals: its text is compared exactly as written
+        np.testing.assert_array_equal(value, ref[key], err_msg=key)
+
+
+if __name__ == "__main__":  # regenerate (only for a change meant to change the numbers)
+    import sys
+    import tempfile
+    out = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for scheme in SCHEMES:
+            out.update(pinned_run(scheme, Path(tmp) / scheme))
+    np.savez(sys.argv[1] if len(sys.argv) > 1 else DATA, **out)
