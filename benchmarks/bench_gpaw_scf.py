@@ -22,6 +22,7 @@ Timings on a shared machine are noisy: compare the two rows of one run.
 import argparse
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +30,7 @@ from ase import units
 from ase.md.bussi import Bussi
 from ase.md.velocitydistribution import thermalize_momenta
 
-from meltquench.calculators import CALCULATOR_DEFAULTS, PairPotential, make_gpaw, scf_iterations
+from meltquench.calculators import GPAWSettings, PairPotential, make_gpaw, scf_iterations
 from meltquench.structures import split_regions, v2o3_rhombohedral
 
 T_MELT = 4000.0  # K
@@ -125,9 +126,9 @@ def main(argv=None):
     steps = args.steps or (4 if args.quick else 6)
     start = hot_cell(nz)
     common = {"basis": args.basis, "h": args.h}
-    ours = {**CALCULATOR_DEFAULTS["gpaw"], **common, **json.loads(args.ours)}
-    gpaw_defaults = {**ours, "mixer": None, "occupations": None, "convergence": {}, "maxiter": 333,
-                     "extrapolation": 0}
+    ours = GPAWSettings.from_dict({**common, **json.loads(args.ours)})
+    gpaw_defaults = replace(ours, mixer=None, occupations=None, convergence={}, maxiter=333,
+                            extrapolation=0)
     sets = [("GPAW defaults", gpaw_defaults), ("meltquench", ours)]
     if args.only:
         sets = [sets[0]] if args.only == "gpaw" else [sets[1]]

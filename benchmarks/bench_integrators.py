@@ -35,6 +35,10 @@ Our ``Langevin`` runs as a user gets it by default: its noise from ``meltquench.
 (``noise='fast'``, seeded from the same ``rng``); ASE's from numpy's generator. The line
 ``noise`` also times one standard-normal number from each source.
 
+The line ``stale-forces check`` times our velocity Verlet with and without the comparison
+of the positions with those of the cached forces (one pass over two arrays, made at the start
+of every step so that positions changed between steps get fresh forces): its cost at each size.
+
 Numba compile time is measured separately, in fresh subprocesses with an empty numba cache
 (cold) and again with the cache they wrote (warm, ``cache=True``). Timings on a shared
 machine are noisy: compare the ratios, measured in this one process.
@@ -57,6 +61,7 @@ from ase.calculators.calculator import Calculator, all_changes  # noqa: E402
 from numba import njit  # noqa: E402
 
 from meltquench import dynamics as ours  # noqa: E402
+from meltquench.kernels import integrators as kern  # noqa: E402
 
 DT = 2 * units.fs
 T = 300.0
@@ -116,8 +121,7 @@ def ase_integrators():
 def time_dynamics(factory, n, steps, repeats, observer=False):
     """Best-of-repeats (total, excluding force evaluations, excluding all get_forces) in us.
 
-    ``observer``: attach an empty observer called every step (as a logger would be); ours
-    then compares the positions with the cached forces' ones at every step."""
+    ``observer``: attach an empty observer called every step (as a logger would be)."""
     atoms = make_atoms(n)
     dyn = factory(atoms)
     if observer:
@@ -194,6 +198,25 @@ def time_noise(n=300_000, repeats=5):
         draw()
         best[name] = min(_seconds(draw) for _ in range(repeats)) * 1e9 / n
     return best
+
+
+def time_check_cost(sizes, repeats):
+    """Per size: (us per VelocityVerlet step with, without the stale-forces comparison)."""
+    compare = kern.positions_equal
+    out = {}
+    for n in sizes:
+        steps = max(5, int(1e5 / n))
+        make = ase_integrators()["VelocityVerlet"][1]
+        best = [np.inf, np.inf]
+        for _ in range(max(repeats, 3)):  # interleaved: the machine's speed drifts
+            for i, check in enumerate((True, False)):
+                kern.positions_equal = compare if check else (lambda q, q_ref: True)
+                try:
+                    best[i] = min(best[i], time_dynamics(make, n, steps, 1)[1])
+                finally:
+                    kern.positions_equal = compare
+        out[n] = tuple(best)
+    return out
 
 
 def _seconds(call):
@@ -287,6 +310,10 @@ def main(argv=None):
             print(f"{n:>7} {scheme:<19} {a[1]:>10.1f} {o[1]:>9.1f} {a[1] / o[1]:>7.1f} | "
                   f"{a[2]:>10.1f} {o[2]:>8.1f} {a[2] / o[2]:>6.1f} | {a[0]:>10.1f} {o[0]:>9.1f} | "
                   f"{hot:>8.1f} {cold:>7.1f} {o[1] / hot:>6.1f}", flush=True)
+    check = time_check_cost(sizes, repeats)
+    print("\n# stale-forces check (VelocityVerlet, us per step with / without it): " + ", ".join(
+        f"{n} atoms {w:.1f} / {wo:.1f} ({100 * (w - wo) / w:.0f}%)"
+        for n, (w, wo) in check.items()))
     noise = time_noise(repeats=repeats)
     print("\n# noise: ns per standard-normal number: " + ", ".join(
         f"{name} {ns:.2f}" for name, ns in noise.items())

@@ -2,8 +2,8 @@
 
 Velocity-Verlet half steps, the Nose-Hoover chain (Martyna-Tuckerman-Klein equations with a
 Suzuki-Yoshida factorisation), stochastic velocity rescaling (CSVR, Bussi), BAOAB Langevin and
-Berendsen rescaling. Nothing here knows about ASE; :mod:`meltquench.dynamics` wraps these in
-ASE ``MolecularDynamics`` classes.
+Berendsen rescaling. Nothing here knows about ASE; :mod:`meltquench.dynamics` composes these
+into ASE ``MolecularDynamics`` classes.
 
 Units are ASE's (Å, eV, amu, ASE time units); ``kT`` is in eV. Array conventions:
 
@@ -21,19 +21,21 @@ Units are ASE's (Å, eV, amu, ASE time units); ``kT`` is in eV. Array convention
 ``mobile``
     int64 indices of the mobile atoms (for the centre-of-mass helpers).
 ``q_ref``
-    (N, 3) float64: the positions at which ``f`` was evaluated. With ``check`` true, the
-    ``*_first_half`` kernels compare ``q`` with it first and return :data:`STALE` without
-    changing anything if they differ (the caller then fetches fresh forces and calls again);
-    they write the new positions into it.
-``acc``
-    (1,) float64 accumulator of the energy (eV) the thermostat has put into the system.
+    (N, 3) float64: the kernels that move the atoms also write the new positions here, the
+    positions the next force call is made at (the caller compares them with ``q`` to know
+    whether its forces still belong to the atoms; writing them in the same pass is cheaper
+    than a copy).
 
-A step is ``*_first_half`` (everything before the force call), the force call, then
-``*_second_half``. Every kernel is deterministic (no fastmath), so a restart or another MPI rank
-reproduces a trajectory bit for bit. Sums that feed the trajectory (kinetic energies for the
-thermostats) use four interleaved partial sums in a fixed order: fast, and the same everywhere.
-The one exception is the BAOAB O-step's energy account, summed with reassociation so that it
-vectorises: it only goes into ``acc`` (a logged diagnostic), never into positions or momenta.
+A step is a first half (thermostat, half kick, drift; everything before the force call), the
+force call, then a second half (half kick, thermostat). Thermostats that rescale momenta
+(NHC, CSVR, Berendsen) take the kinetic energy from :func:`mobile_kinetic_energy` and return
+a factor that :func:`scale_kick_drift` or :func:`scale_rows` applies; the Langevin O step is
+fused into :func:`baoab_first_half`. Every kernel is deterministic (no fastmath), so a restart
+or another MPI rank reproduces a trajectory bit for bit. Sums that feed the trajectory
+(kinetic energies for the thermostats) use four interleaved partial sums in a fixed order:
+fast, and the same everywhere. The one exception is the BAOAB O-step's energy account, summed
+with reassociation so that it vectorises: it only goes into the thermostat's energy account
+(a logged diagnostic), never into positions or momenta.
 
 Speed: the loops run over the 3 N numbers of each array as one flat vector (hence ``invm`` per
 coordinate), so numba/LLVM vectorises them; see ``benchmarks/bench_integrators.py``.
@@ -42,9 +44,6 @@ import math
 
 import numpy as np
 from numba import njit
-
-OK = 0
-STALE = 1
 
 _Y4 = 1.0 / (2.0 - 2.0 ** (1.0 / 3.0))
 _Y6 = (0.784513610477560, 0.235573213359357, -1.17767998417887)  # Yoshida 1990, solution A
@@ -99,6 +98,7 @@ def _weighted_square_sum(a, w):
         s0 += a[k] * a[k] * w[k]
     return (s0 + s1) + (s2 + s3)
 
+
 @njit(cache=True)
 def positions_equal(q, q_ref):
     """True if ``q`` and ``q_ref`` are equal element by element (bitwise for finite values)."""
@@ -130,11 +130,8 @@ def kinetic_energy(p, invm):
 
 
 @njit(cache=True)
-def check_kinetic(q, q_ref, p, invm, fixed, check):
-    """Kinetic energy (eV) after zeroing the fixed atoms' momenta, or -1.0 if ``check`` and
-    ``q`` differs from ``q_ref`` anywhere (then nothing is changed)."""
-    if check and not positions_equal(q, q_ref):
-        return -1.0
+def mobile_kinetic_energy(p, invm, fixed):
+    """Set the fixed atoms' momenta to zero, then return the kinetic energy (eV)."""
     zero_rows(p, fixed)
     return kinetic_energy(p, invm)
 
@@ -293,16 +290,13 @@ def nhc_energy(p_eta, eta, Q, nf, kT):
     return e
 
 
-# ---------------------------------------------------------------- fused half steps
+# ---------------------------------------------------------------- half steps
 
 @njit(cache=True)
-def verlet_first_half(q, p, f, invm, fixed, q_ref, check, dt):
-    """Velocity Verlet before the force call: half kick, full drift. Returns OK or STALE."""
-    if check and not positions_equal(q, q_ref):
-        return STALE
+def verlet_first_half(q, p, f, invm, fixed, q_ref, dt):
+    """Velocity Verlet before the force call: half kick, full drift (``q_ref`` <- new q)."""
     zero_rows(p, fixed)
     scale_kick_drift(q, p, f, invm, 1.0, 0.5 * dt, dt, q_ref)
-    return OK
 
 
 @njit(cache=True)
@@ -310,30 +304,6 @@ def verlet_second_half(p, f, fixed, dt):
     """Velocity Verlet after the force call: half kick (also the end of CSVR, BAOAB and
     Berendsen steps, whose thermostat acts before the force call)."""
     kick(p, f, fixed, 0.5 * dt)
-
-
-@njit(cache=True)
-def nhc_first_half(q, p, f, invm, fixed, q_ref, check, dt, p_eta, eta, Q, nf, kT, weights,
-                   nloop):
-    """Nose-Hoover chain step before the force call: chain dt/2, half kick, drift."""
-    kin = check_kinetic(q, q_ref, p, invm, fixed, check)
-    if kin < 0.0:
-        return STALE
-    s = nhc_propagate(2.0 * kin, p_eta, eta, Q, nf, kT, 0.5 * dt, weights, nloop)
-    scale_kick_drift(q, p, f, invm, s, 0.5 * dt, dt, q_ref)
-    return OK
-
-
-@njit(cache=True)
-def nhc_second_half(p, f, invm, fixed, dt, p_eta, eta, Q, nf, kT, weights, nloop):
-    """Nose-Hoover chain step after the force call: half kick, chain dt/2.
-
-    Returns the kinetic energy (eV) at the end of the step."""
-    kick(p, f, fixed, 0.5 * dt)
-    kin = kinetic_energy(p, invm)
-    s = nhc_propagate(2.0 * kin, p_eta, eta, Q, nf, kT, 0.5 * dt, weights, nloop)
-    scale_rows(p, s)
-    return kin * s * s
 
 
 @njit(cache=True)
@@ -351,19 +321,6 @@ def csvr_alpha(kin, kin_target, ndof, exp_term, r1, chi2):
 
 
 @njit(cache=True)
-def csvr_first_half(q, p, f, invm, fixed, q_ref, check, dt, kin_target, ndof, exp_term, r1,
-                    chi2, acc):
-    """CSVR step before the force call: rescale by the Bussi factor for dt, half kick, drift."""
-    kin = check_kinetic(q, q_ref, p, invm, fixed, check)
-    if kin < 0.0:
-        return STALE
-    alpha = csvr_alpha(kin, kin_target, ndof, exp_term, r1, chi2)
-    acc[0] += (alpha * alpha - 1.0) * kin
-    scale_kick_drift(q, p, f, invm, alpha, 0.5 * dt, dt, q_ref)
-    return OK
-
-
-@njit(cache=True)
 def berendsen_lambda(temperature, target, dt_over_tau, smin, smax):
     """Berendsen scale factor sqrt(1 + dt/tau (T0/T - 1)) clipped to [smin, smax] (T in K)."""
     if temperature <= 0.0:
@@ -375,29 +332,14 @@ def berendsen_lambda(temperature, target, dt_over_tau, smin, smax):
 
 
 @njit(cache=True)
-def berendsen_first_half(q, p, f, invm, fixed, q_ref, check, dt, target, ndof, kB,
-                         dt_over_tau, smin, smax, acc):
-    """Berendsen step before the force call: rescale towards ``target`` (K), half kick, drift."""
-    kin = check_kinetic(q, q_ref, p, invm, fixed, check)
-    if kin < 0.0:
-        return STALE
-    lam = berendsen_lambda(2.0 * kin / (ndof * kB), target, dt_over_tau, smin, smax)
-    acc[0] += (lam * lam - 1.0) * kin
-    scale_kick_drift(q, p, f, invm, lam, 0.5 * dt, dt, q_ref)
-    return OK
-
-
-@njit(cache=True)
-def baoab_first_half(q, p, f, invm, sqrtm, fixed, q_ref, check, dt, c1, c2, kT, noise, acc):
+def baoab_first_half(q, p, f, invm, sqrtm, fixed, q_ref, dt, c1, c2, kT, noise):
     """BAOAB Langevin before the force call (Leimkuhler and Matthews 2013).
 
     B: p += dt/2 f; A: q += dt/2 p/m; O: p = c1 p + c2 sqrt(m kT) R; A: q += dt/2 p/m, with
     c1 = exp(-gamma dt), c2 = sqrt(1 - c1^2), ``sqrtm`` = sqrt(m) per coordinate (N, 3) and
     R = ``noise[j]``, the standard-normal row of the j-th mobile atom (``invm > 0``) in index
-    order. The kinetic energy the O step adds goes to ``acc``.
+    order; ``q_ref`` <- new q. Returns the kinetic energy the O step added (eV).
     """
-    if check and not positions_equal(q, q_ref):
-        return STALE
     _check_shapes(q, invm)
     _check_shapes(q, sqrtm)
     hdt = 0.5 * dt
@@ -409,8 +351,7 @@ def baoab_first_half(q, p, f, invm, sqrtm, fixed, q_ref, check, dt, c1, c2, kT, 
     else:
         zero_rows(p, fixed)
         work = _baoab_mobile(q, p, f, invm, sqrtm, q_ref, noise, hdt, c1, skT)
-    acc[0] += 0.5 * work
-    return OK
+    return 0.5 * work
 
 
 @njit(cache=True, inline="always")

@@ -30,6 +30,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from ase import Atoms
+from ase.data import chemical_symbols
+from ase.io import read
+from ase.io.trajectory import Trajectory
 
 from .errors import UserError
 from .kernels import parallel
@@ -279,7 +283,6 @@ class _Frames:
     """Random access to the frames of a source, one :class:`~ase.Atoms` at a time."""
 
     def __init__(self, source):
-        from ase import Atoms
         self._traj = None
         self._list = None
         self.run_dir = None
@@ -308,10 +311,8 @@ class _Frames:
                             "trajectory or structure file, an Atoms or a list of Atoms")
 
     def _open(self, path):
-        from ase.io import read
         try:
             if path.suffix == ".traj":
-                from ase.io.trajectory import Trajectory
                 self._traj = Trajectory(str(path))
                 if len(self._traj) == 0:
                     raise UserError(f"{path} holds no frames")
@@ -534,7 +535,6 @@ def _analyse(frames, selected, comm, rank, size, rmax, nbins, regions, width, cu
     if len(first) == 0:
         raise UserError("the first analysed frame holds no atoms")
     numbers = list(dict.fromkeys(first.numbers.tolist()))  # order of first appearance
-    from ase.data import chemical_symbols
     species = [chemical_symbols[z] for z in numbers]
     lut = np.full(max(numbers) + 1, -1, np.int64)
     lut[numbers] = np.arange(len(numbers))

@@ -8,9 +8,23 @@ Bad input ends with one line on standard error and exit code 2 (a traceback only
 import argparse
 import sys
 import textwrap
+from pathlib import Path
 
-from . import __version__
+from ase.calculators.vasp import Vasp
+from ase.config import cfg as ase_cfg
+from ase.io import write
+
+from . import __version__, driver
+from .analysis import add_arguments, run_from_args
+from .calculators import vasp_parameters
+from .config import PRESETS, describe_keys, load_config
 from .errors import RunStopped, UserError
+from .kernels.parallel import get_comm, is_root
+from .model import build_model
+from .plan import dry_run, preset_cost
+from .replicas import restart_replicas, run_replicas
+from .rundir import default_run_dir
+from .structures import format_region_report
 
 EPILOG = """\
 examples:
@@ -63,7 +77,6 @@ def build_parser():
 
     p = sub.add_parser("analyse", aliases=["analyze"], help="region-resolved g(r) and coordination "
                        "numbers of a run folder or trajectory")
-    from .analysis import add_arguments
     add_arguments(p)
 
     p = sub.add_parser("build", help="build the starting model and write it to a file")
@@ -103,16 +116,12 @@ def parse_duration(text):
 
 
 def cmd_run(args):
-    from . import driver
-    from .config import load_config
     stop_after = parse_duration(args.stop_after)
     if args.restart:
         if args.config or args.preset or args.overrides:
             raise UserError("--restart continues with the run's own config.yaml: give no config, "
                             "--preset or --set with it")
-        from pathlib import Path
         if (Path(args.restart) / "replicas.yaml").exists():
-            from .replicas import restart_replicas
             restart_replicas(args.restart, stop_after_s=stop_after)
         else:
             driver.restart(args.restart, stop_after_s=stop_after)
@@ -122,18 +131,14 @@ def cmd_run(args):
     if args.output:
         cfg.output.directory = args.output
     if args.dry_run:
-        from .plan import dry_run
         print(dry_run(cfg))
         return 0
     if cfg.replicas.count > 1:
-        from .kernels.parallel import get_comm
-        from .replicas import run_replicas
-        run_dir = cfg.output.directory or driver.default_run_dir(cfg, get_comm())
+        run_dir = cfg.output.directory or default_run_dir(cfg.output.name, get_comm())
         run_replicas(cfg, run_dir, overwrite=args.overwrite or cfg.output.overwrite,
                      stop_after_s=stop_after)
         return 0
     result = driver.run(cfg, overwrite=args.overwrite or cfg.output.overwrite, stop_after_s=stop_after)
-    from .kernels.parallel import is_root
     if is_root():
         print(f"\nDone: {result.nsteps} MD steps. Outputs in {result.run_dir}/:")
         for name in sorted(p.name for p in result.run_dir.iterdir()):
@@ -146,16 +151,8 @@ def cmd_run(args):
 
 
 def cmd_build(args):
-    from pathlib import Path
-
-    from ase.io import write
-
-    from .config import load_config
-    from .driver import build_structure
-    from .kernels.parallel import is_root
-    from .structures import format_region_report
     cfg = load_config(args.config, preset=args.preset, overrides=args.overrides)
-    atoms = build_structure(cfg)
+    atoms = build_model(cfg)
     out = Path(args.output)
     if out.exists() and not args.overwrite:
         raise UserError(f"{out} already exists: pass --overwrite to replace it")
@@ -176,10 +173,6 @@ def write_calculator_input(cfg, atoms, folder, overwrite=False):
     if cfg.calculator.name != "vasp":
         raise UserError(f"--write-input writes VASP input files; the calculator here is "
                         f"{cfg.calculator.name} (use a *-vasp preset or calculator.name=vasp)")
-    from ase.calculators.vasp import Vasp
-    from ase.config import cfg as ase_cfg
-
-    from .calculators import vasp_parameters
     if "VASP_PP_PATH" not in ase_cfg:
         raise UserError("VASP_PP_PATH is not set: point it at the folder holding potpaw_PBE "
                         "(the POTCAR files come from your VASP licence)")
@@ -196,8 +189,6 @@ def write_calculator_input(cfg, atoms, folder, overwrite=False):
 
 
 def cmd_presets(args):
-    from .config import PRESETS
-    from .plan import preset_cost
     for name, preset in PRESETS.items():
         print(f"{name}\n  {preset['_description']}")
         print(textwrap.indent(preset_cost(name), "  "))
@@ -205,7 +196,6 @@ def cmd_presets(args):
 
 
 def cmd_config(args):
-    from .config import describe_keys, load_config
     if args.keys:
         print(describe_keys())
         return 0
@@ -215,7 +205,6 @@ def cmd_config(args):
 
 
 def cmd_analyse(args):
-    from .analysis import run_from_args
     run_from_args(args)
     return 0
 

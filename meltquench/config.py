@@ -17,7 +17,11 @@ from typing import Any, Optional, Union
 
 import yaml
 
+from .calculators import CalculatorSettings
+from .dynamics import validate_config as validate_dynamics
 from .errors import UserError
+from .schedule import melt_quench
+from .structures import BUILDERS
 
 
 def _doc(default, doc, **kw):
@@ -62,20 +66,6 @@ class ScheduleConfig:
                                       "quench_rate_K_per_ps and set this to null")
     quench_rate_K_per_ps: Optional[float] = _doc(None, "quench rate (K/ps), instead of quench_ps")
     final_ps: float = _doc(0.02, "hold at T_final (ps)")
-
-
-@dataclass
-class CalculatorConfig:
-    name: str = _doc("gpaw", "force calculator: gpaw (default), vasp, tblite (GFN1-xTB) or pair "
-                     "(fast pair potential for tests)")
-    dispersion: Optional[str] = _doc("d3bj", "dispersion added on top: d3bj (DFT-D3 with "
-                                     "Becke-Johnson damping, dftd3 package) or null")
-    d3: dict = _doc({}, "D3 options: method (functional whose parameters are used; null: the "
-                    "calculator's xc), three_body (Axilrod-Teller-Muto term, default false)")
-    gpaw: dict = _doc({"basis": "sz(dzp)"}, "GPAW settings (see meltquench.calculators.CALCULATOR_DEFAULTS['gpaw'])")
-    vasp: dict = _doc({}, "VASP settings (see CALCULATOR_DEFAULTS['vasp'])")
-    tblite: dict = _doc({}, "tblite settings (see CALCULATOR_DEFAULTS['tblite'])")
-    pair: dict = _doc({}, "pair-potential settings (see CALCULATOR_DEFAULTS['pair'])")
 
 
 @dataclass
@@ -133,7 +123,7 @@ class ReplicasConfig:
 
 
 SECTIONS = {"structure": StructureConfig, "regions": RegionsConfig, "schedule": ScheduleConfig,
-            "calculator": CalculatorConfig, "dynamics": DynamicsConfig, "output": OutputConfig,
+            "calculator": CalculatorSettings, "dynamics": DynamicsConfig, "output": OutputConfig,
             "analysis": AnalysisConfig, "replicas": ReplicasConfig}
 
 
@@ -142,7 +132,7 @@ class Config:
     structure: StructureConfig = field(default_factory=StructureConfig)
     regions: RegionsConfig = field(default_factory=RegionsConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
-    calculator: CalculatorConfig = field(default_factory=CalculatorConfig)
+    calculator: CalculatorSettings = field(default_factory=CalculatorSettings)
     dynamics: DynamicsConfig = field(default_factory=DynamicsConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
     analysis: AnalysisConfig = field(default_factory=AnalysisConfig)
@@ -157,7 +147,6 @@ class Config:
         return yaml.safe_dump(self.to_dict(), sort_keys=False, default_flow_style=None)
 
     def build_schedule(self):
-        from .schedule import melt_quench
         s = self.schedule
         return melt_quench(T_start_K=s.T_start_K, T_melt_K=s.T_melt_K, T_final_K=s.T_final_K,
                            heat_fs=s.heat_ps * 1000.0, melt_fs=s.melt_ps * 1000.0,
@@ -337,6 +326,8 @@ def _section_from_dict(name, data):
     cls = SECTIONS[name]
     if not isinstance(data, dict):
         raise UserError(f"section '{name}' must be a mapping of keys, got {data!r}")
+    if hasattr(cls, "from_dict"):  # a section that reads its own nested keys (calculator)
+        return cls.from_dict(data)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     hints = typing.get_type_hints(cls)
     kwargs = {}
@@ -384,8 +375,6 @@ def load_config(path=None, preset=None, overrides=()):
 
 # --------------------------------------------------------------------------- validation
 _AXES = {"a": 0, "b": 1, "c": 2, "x": 0, "y": 1, "z": 2}
-THERMOSTATS = ("nhc", "bussi", "langevin", "berendsen", "nve")
-CALCULATORS = ("gpaw", "vasp", "tblite", "pair")
 
 
 def _one_of(where, value, choices):
@@ -395,8 +384,7 @@ def _one_of(where, value, choices):
 
 
 def validate(cfg):
-    """Check values and cross-section consistency; normalise a few (axis letters, calculator)."""
-    from .structures import BUILDERS
+    """Check values and cross-section consistency; normalise a few (axis letters)."""
     st = cfg.structure
     if st.file is None:
         _one_of("structure.builder", st.builder, tuple(BUILDERS))
@@ -417,10 +405,8 @@ def validate(cfg):
         raise UserError(f"regions.melt_fraction must lie strictly between 0 and 1, got {rg.melt_fraction}")
     cfg.build_schedule()  # raises UserError for bad temperatures and durations
     dy = cfg.dynamics
-    _one_of("dynamics.thermostat", dy.thermostat, THERMOSTATS)
-    if not 0.0 < dy.timestep_fs <= 5.0:
-        raise UserError(f"dynamics.timestep_fs must be > 0 and <= 5 fs, got {dy.timestep_fs}")
-    for key in ("tdamp_fs", "taut_fs", "friction_per_fs", "relax_fmax", "max_temperature_factor"):
+    validate_dynamics(dy)
+    for key in ("relax_fmax", "max_temperature_factor"):
         if not getattr(dy, key) > 0:
             raise UserError(f"dynamics.{key} must be > 0, got {getattr(dy, key)}")
     if dy.final_relax is not None:
@@ -434,7 +420,6 @@ def validate(cfg):
     _one_of("analysis.frames", an.frames, ("final-hold", "final", "all"))
     if not (an.rmax > 0 and an.nbins >= 1 and an.interface_width >= 0):
         raise UserError("analysis: rmax must be > 0, nbins >= 1 and interface_width >= 0")
-    _validate_calculator(cfg.calculator)
     rp = cfg.replicas
     if rp.count < 1:
         raise UserError(f"replicas.count must be >= 1, got {rp.count}")
@@ -465,35 +450,24 @@ def replica_config(cfg, index):
     return config_from_dict(data, source=cfg.source)
 
 
-def _validate_calculator(calc):
-    _one_of("calculator.name", calc.name, CALCULATORS)
-    if calc.dispersion is not None:
-        _one_of("calculator.dispersion", calc.dispersion, ("d3bj",))
-    from .calculators import CALCULATOR_DEFAULTS, merge_settings
-    for name in CALCULATORS + ("d3",):
-        given = getattr(calc, name)
-        defaults = CALCULATOR_DEFAULTS.get(name, {})
-        for key in given:
-            if key not in defaults:
-                raise UserError(f"unknown key 'calculator.{name}.{key}'{_suggest(key, defaults)}; "
-                                f"put any other {name} keyword under calculator.{name}.extra")
-        # dicts such as mixer, convergence and hubbard_u are taken whole (see merge_settings)
-        setattr(calc, name, merge_settings(defaults, given))
-
-
-def calculator_settings(cfg):
-    """The plain dict :func:`meltquench.calculators.make_calculator` takes."""
-    c = cfg.calculator
-    return {"name": c.name, "dispersion": c.dispersion, "d3": c.d3, "gpaw": c.gpaw, "vasp": c.vasp,
-            "tblite": c.tblite, "pair": c.pair}
-
-
 def describe_keys():
     """Every key with its default and documentation, one per line, by section."""
     lines = []
     for name, cls in SECTIONS.items():
         lines.append(f"{name}:")
-        for f in dataclasses.fields(cls):
-            default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
-            lines.append(f"  {f.name}: {default!r}\n      {f.metadata.get('doc', '')}")
+        lines += _key_lines(cls, "  ")
     return "\n".join(lines)
+
+
+def _key_lines(cls, indent):
+    """Lines of :func:`describe_keys` for the fields of ``cls``; nested sections indented."""
+    lines = []
+    for f in dataclasses.fields(cls):
+        default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+        doc = f.metadata.get("doc", "")
+        if dataclasses.is_dataclass(default):  # e.g. calculator.gpaw: its keys one by one
+            lines.append(f"{indent}{f.name}:\n{indent}    {doc}")
+            lines += _key_lines(type(default), indent + "  ")
+        else:
+            lines.append(f"{indent}{f.name}: {default!r}\n{indent}    {doc}")
+    return lines

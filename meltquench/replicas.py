@@ -16,8 +16,10 @@ from pathlib import Path
 import numpy as np
 
 from .config import config_from_dict, read_yaml, replica_config
+from .driver import restart, run
 from .errors import UserError
 from .kernels.parallel import get_comm
+from .rundir import CHECKPOINT_NAME, prepare_run_dir, read_checkpoint
 
 
 def replica_groups(n_replicas, size):
@@ -42,7 +44,6 @@ def _split(comm, n_replicas):
 def run_replicas(cfg, run_dir, comm=None, overwrite=False, stop_after_s=None, stream=None,
                  calculator_factory=None):
     """Run ``cfg.replicas.count`` replicas into ``run_dir/replica-<i>``; returns the summary."""
-    from .driver import prepare_run_dir, run
     comm, sub, mine = _split(comm, cfg.replicas.count)
     prepare_run_dir(run_dir, overwrite, comm)
     if comm.Get_rank() == 0:
@@ -58,12 +59,11 @@ def run_replicas(cfg, run_dir, comm=None, overwrite=False, stop_after_s=None, st
 
 def restart_replicas(run_dir, comm=None, stop_after_s=None, stream=None):
     """Continue every unfinished replica of ``run_dir`` from its checkpoint."""
-    from .driver import read_checkpoint, restart, run
     cfg = config_from_dict(read_yaml(Path(run_dir) / "replicas.yaml"))
     comm, sub, mine = _split(comm, cfg.replicas.count)
     for index in mine:
         folder = replica_dir(run_dir, index)
-        if (folder / "checkpoint.pkl").exists():
+        if (folder / CHECKPOINT_NAME).exists():
             if read_checkpoint(folder)["phase"] != "done":
                 restart(folder, comm=sub, stop_after_s=stop_after_s, stream=stream)
         else:  # stopped before its first checkpoint: start it again

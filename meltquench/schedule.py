@@ -4,9 +4,9 @@ Times are in fs (not ASE time units) and temperatures in K. A :class:`Schedule` 
 piecewise-linear function of time with named stages; the driver asks it for the target
 temperature at every MD step.
 
-The paper's 18 ps (Osman et al. 2022) is not split in the paper; :data:`PAPER` splits it as
-1 ps heating 300 -> 4000 K, 6 ps melt at 4000 K, 9 ps quench 4000 -> 300 K (about 411 K/ps)
-and 2 ps at 300 K.
+The paper (Osman et al. 2022) does not say how its 18 ps were split; the ``paper`` presets of
+:mod:`meltquench.config` use 1 ps heating 300 -> 4000 K, 6 ps melt at 4000 K, 9 ps quench
+4000 -> 300 K (about 411 K/ps) and 2 ps at 300 K.
 """
 from dataclasses import dataclass
 
@@ -98,10 +98,3 @@ def melt_quench(T_start_K=300.0, T_melt_K=4000.0, T_final_K=300.0, heat_fs=1000.
                      Stage("quench", quench_fs, T_melt_K, T_final_K),
                      Stage("final", final_fs, T_final_K, T_final_K)])
 
-
-#: The paper's 18 ps programme (the split of the 18 ps is ours; see the module docstring).
-PAPER = dict(T_start_K=300.0, T_melt_K=4000.0, T_final_K=300.0, heat_fs=1000.0, melt_fs=6000.0,
-             quench_fs=9000.0, final_fs=2000.0)
-#: Same shape, short enough for a 2-core machine: a pipeline demonstration, far too short to amorphise.
-DEMO = dict(T_start_K=300.0, T_melt_K=4000.0, T_final_K=300.0, heat_fs=20.0, melt_fs=30.0,
-            quench_fs=30.0, final_fs=20.0)

@@ -12,6 +12,8 @@ from collections import Counter
 import numpy as np
 from ase import Atoms
 from ase.constraints import FixAtoms
+from ase.io import read
+from ase.neighborlist import neighbor_list
 from ase.spacegroup import crystal
 
 from .errors import UserError
@@ -69,7 +71,6 @@ def _repeat3(repeat):
 
 def read_structure(path):
     """Read the last image of any structure file ASE can read (CIF, POSCAR, extxyz, traj...)."""
-    from ase.io import read
     try:
         atoms = read(str(path))
     except FileNotFoundError:
@@ -156,7 +157,6 @@ def format_region_report(atoms):
 
 def min_distance(atoms):
     """Shortest interatomic distance (Å), periodic images included; inf for a lone atom."""
-    from ase.neighborlist import neighbor_list
     for cutoff in (1.5, 3.0, 6.0):
         d = neighbor_list("d", atoms, cutoff)
         if len(d):

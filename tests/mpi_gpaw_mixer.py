@@ -16,7 +16,7 @@ from mpi4py import MPI  # before gpaw, as the driver does
 import numpy as np
 from gpaw import GPAW
 
-from meltquench.gpaw_mixer import MDPulay
+from meltquench.calculators.mdpulay import MDPulay
 from meltquench.structures import v2o3_rhombohedral
 
 MIXERS = {

@@ -24,6 +24,7 @@ from meltquench.structures import split_regions, v2o3_rhombohedral
 
 SETTINGS = {
     "name": "gpaw",
+    "dispersion": None,
     "gpaw": {"basis": "sz(dzp)", "h": 0.25,  # 16 grid points a side; 12 (h 0.3) is too coarse
              # Without U: V2O3's PBE+U SCF crawls through a slow d-occupation mode, so the tight
              # convergence needed to compare runs to 1e-5 eV would take hundreds of iterations

@@ -8,10 +8,11 @@ from ase.calculators.fd import calculate_numerical_forces, calculate_numerical_s
 from ase.constraints import FixAtoms
 from ase.neighborlist import neighbor_list
 
-from meltquench.calculators import (CALCULATOR_DEFAULTS, PairPotential, V_O_PAIRS,
-                                    conservative_fallback, generic_pair, gpaw_parameters,
-                                    make_calculator, merge_settings, scf_iterations,
+from meltquench.calculators import (CalculatorSettings, GPAWSettings, PairPotential, V_O_PAIRS,
+                                    conservative_fallback, describe, generic_pair,
+                                    gpaw_parameters, make_calculator, scf_iterations,
                                     vasp_parameters)
+from meltquench.config import load_config
 from meltquench.errors import UserError
 from meltquench.structures import split_regions, v2o3_corundum, v2o3_rhombohedral
 
@@ -146,7 +147,7 @@ def test_unknown_or_missing_calculators_say_how_to_fix(tmp_path, monkeypatch):
         make_calculator({"name": "gpaww"}, directory=tmp_path)
     monkeypatch.setitem(sys.modules, "tblite.ase", None)
     with pytest.raises(UserError, match="pip install tblite"):
-        make_calculator({"name": "tblite"}, directory=tmp_path)
+        make_calculator({"name": "tblite", "dispersion": None}, directory=tmp_path)
     for key in ("ASE_VASP_COMMAND", "VASP_COMMAND", "VASP_SCRIPT"):
         monkeypatch.delenv(key, raising=False)
     with pytest.raises(UserError, match="ASE_VASP_COMMAND"):
@@ -191,17 +192,17 @@ def test_vasp_input_files_have_the_paper_settings(tmp_path, monkeypatch, fake_po
 def test_gpaw_parameters_follow_the_config_and_gpaw_parses_them():
     from gpaw.dft import Parameters
     from gpaw.hubbard import parse_hubbard_string
-    kw = gpaw_parameters(CALCULATOR_DEFAULTS["gpaw"])
+    kw = gpaw_parameters(GPAWSettings())
     assert kw["symmetry"] == "off" and kw["setups"] == {"V": ":d,3.25"}
     assert kw["kpts"] == {"size": [1, 1, 1], "gamma": True} and kw["mode"] == "lcao"
     _, hubbard = parse_hubbard_string(kw["setups"]["V"])
     assert hubbard.l == [2] and hubbard.U[0] * units.Ha == pytest.approx(3.25)
     params = Parameters(**kw)
-    mixer = CALCULATOR_DEFAULTS["gpaw"]["mixer"]
+    mixer = GPAWSettings().mixer
     assert params.mixer.name == mixer["backend"]
     assert params.mixer.mixer_params["nmaxold"] == mixer["nmaxold"]
     assert params.mixer.metric_params["weight"] == mixer["weight"]
-    assert params.occupations.todict() == CALCULATOR_DEFAULTS["gpaw"]["occupations"]
+    assert params.occupations.todict() == GPAWSettings().occupations
     pw = gpaw_parameters({"mode": "pw", "ecut": 450, "extra": {"nbands": "120%", "xc": "LDA"}})
     assert Parameters(**pw).mode.ecut == 450.0 and pw["xc"] == "LDA" and pw["nbands"] == "120%"
     with pytest.raises(UserError):
@@ -210,30 +211,50 @@ def test_gpaw_parameters_follow_the_config_and_gpaw_parses_them():
         gpaw_parameters({"hubbard_u": {"Vx": 3.0}})
 
 
-def test_merge_settings_and_conservative_fallback():
-    merged = merge_settings(CALCULATOR_DEFAULTS, {"gpaw": {"basis": "sz(dzp)",
-                                                           "mixer": {"backend": "msr1"}}})
-    assert merged["gpaw"]["basis"] == "sz(dzp)" and merged["gpaw"]["mixer"] == {"backend": "msr1"}
-    assert merged["gpaw"]["xc"] == "PBE" and CALCULATOR_DEFAULTS["gpaw"]["basis"] == "dzp"
+def test_settings_from_dicts_and_conservative_fallback():
+    merged = CalculatorSettings.from_dict({"gpaw": {"basis": "dzp",
+                                                    "mixer": {"backend": "msr1"}}})
+    assert merged.gpaw.basis == "dzp" and merged.gpaw.mixer == {"backend": "msr1"}
+    assert merged.gpaw.xc == "PBE" and GPAWSettings().basis == "sz(dzp)"
     settings = merged
     betas, widths, maxiters = [], [], []
     for _ in range(10):
         settings = conservative_fallback(settings)
         if settings is None:
             break
-        betas.append(settings["gpaw"]["mixer"]["beta"])
-        widths.append(settings["gpaw"]["occupations"]["width"])
-        maxiters.append(settings["gpaw"]["maxiter"])
+        betas.append(settings.gpaw.mixer["beta"])
+        widths.append(settings.gpaw.occupations["width"])
+        maxiters.append(settings.gpaw.maxiter)
     assert settings is None and len(betas) >= 2  # a finite chain of ever more careful retries
     assert betas[0] < 0.05 + 1e-12 and all(b >= 0.02 for b in betas)
     assert all(np.diff(betas) <= 0) and all(np.diff(maxiters) >= 0) and max(widths) <= 0.3
-    assert maxiters[0] > CALCULATOR_DEFAULTS["gpaw"]["maxiter"]
+    assert maxiters[0] > GPAWSettings().maxiter
     assert conservative_fallback({"name": "pair"}) is None
+    with pytest.raises(UserError, match="unknown key 'calculator.gpaw.basiss'.*'basis'"):
+        CalculatorSettings.from_dict({"gpaw": {"basiss": "dzp"}})
+
+
+def test_python_defaults_are_the_cli_defaults(tmp_path):
+    """make_calculator({}) from Python builds what 'meltquench run' builds with no config."""
+    cli = load_config().calculator
+    assert CalculatorSettings.from_dict({}) == cli == CalculatorSettings()
+    assert cli.gpaw.basis == "sz(dzp)" and cli.dispersion == "d3bj"
+    assert describe({}) == describe(cli) == "GPAW LCAO sz(dzp), PBE, U 3.25 eV on V d, D3(BJ)"
+    python = make_calculator({}, directory=tmp_path / "python")
+    run = make_calculator(cli, directory=tmp_path / "cli")
+    for a, b in ((python, run), *zip(python.mixer.calcs, run.mixer.calcs)):
+        assert type(a) is type(b)
+    gpaw_python, d3_python = python.mixer.calcs
+    gpaw_run, d3_run = run.mixer.calcs
+    assert repr(gpaw_python.params) == repr(gpaw_run.params)
+    assert gpaw_python.params.basis == {"default": "sz(dzp)"}
+    assert gpaw_python.meltquench_extrapolation.order == gpaw_run.meltquench_extrapolation.order
+    assert d3_python.parameters == d3_run.parameters
 
 
 def test_tblite_gfn1_runs_on_a_periodic_oxide(tmp_path):
     pytest.importorskip("tblite")
-    calc = make_calculator({"name": "tblite"}, directory=tmp_path)
+    calc = make_calculator({"name": "tblite", "dispersion": None}, directory=tmp_path)
     assert calc.parameters.method == "GFN1-xTB"
     atoms = v2o3_rhombohedral()
     atoms.rattle(0.05, seed=2)

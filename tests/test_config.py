@@ -14,11 +14,11 @@ def write(tmp_path, text, name="c.yaml"):
 def test_defaults_keep_the_papers_physics_and_the_demo_is_small():
     cfg = load_config()
     assert cfg.calculator.name == "gpaw" and cfg.calculator.dispersion == "d3bj"
-    assert cfg.calculator.gpaw["basis"] == "sz(dzp)"
-    assert cfg.calculator.gpaw["hubbard_u"] == {"V": 3.25}
+    assert cfg.calculator.gpaw.basis == "sz(dzp)"
+    assert cfg.calculator.gpaw.hubbard_u == {"V": 3.25}
     assert cfg.build_schedule().nsteps(cfg.dynamics.timestep_fs) == 50
     demo = load_config(preset="demo")
-    assert demo.calculator.gpaw["hubbard_u"] == {} and demo.calculator.gpaw["h"] == 0.25
+    assert demo.calculator.gpaw.hubbard_u == {} and demo.calculator.gpaw.h == 0.25
     assert demo.build_schedule().nsteps(demo.dynamics.timestep_fs) == 20
     # the resolved YAML reads back to the same configuration
     again = yaml.safe_load(cfg.to_yaml())
@@ -30,7 +30,7 @@ def test_paper_preset_has_the_papers_method():
     s = cfg.build_schedule()
     assert s.total_fs == pytest.approx(18000.0)
     assert (cfg.schedule.T_melt_K, cfg.schedule.T_final_K, cfg.dynamics.timestep_fs) == (4000, 300, 2)
-    assert cfg.calculator.dispersion == "d3bj" and cfg.calculator.gpaw["basis"] == "dzp"
+    assert cfg.calculator.dispersion == "d3bj" and cfg.calculator.gpaw.basis == "dzp"
     assert cfg.dynamics.relax_fmax == 0.03
 
 

@@ -4,9 +4,10 @@ import pytest
 import yaml
 from ase.io import read
 
-from meltquench import driver
+from meltquench import driver, progress, rundir
 from meltquench.config import load_config
 from meltquench.errors import Interrupted, UserError
+from meltquench.observers import StepRecord
 from meltquench.structures import CRYSTAL, MELT, split_regions, v2o3_corundum
 
 FAST = ["calculator.name=pair", "calculator.dispersion=null", "output.progress=none",
@@ -132,17 +133,15 @@ def test_runaway_dynamics_stop_with_a_checkpoint(tmp_path):
     from meltquench.errors import RunawayDynamics
     with pytest.raises(RunawayDynamics, match="checkpoint of step"):
         driver.run(cfg, run_dir=tmp_path / "run")
-    state = driver.read_checkpoint(tmp_path / "run")
+    state = rundir.read_checkpoint(tmp_path / "run")
     assert state["phase"] == "md" and state["step"] == 0
     initial = read(tmp_path / "run" / "initial.traj")
     assert np.allclose(state["positions"], initial.positions)
 
 
-class KohnShamConvergenceError(Exception):
-    """Named like GPAW's, which is how the driver recognises an SCF failure."""
-
-
 def test_scf_failure_stops_with_a_checkpoint_of_the_last_good_step(tmp_path):
+    from gpaw import KohnShamConvergenceError
+
     from meltquench.calculators import PairPotential
     from meltquench.errors import SCFFailure
 
@@ -158,7 +157,7 @@ def test_scf_failure_stops_with_a_checkpoint_of_the_last_good_step(tmp_path):
     cfg = fast_config()
     with pytest.raises(SCFFailure, match="checkpoint of step 3"):
         driver.run(cfg, run_dir=tmp_path / "run", calculator=Flaky())
-    assert driver.read_checkpoint(tmp_path / "run")["step"] == 3
+    assert rundir.read_checkpoint(tmp_path / "run")["step"] == 3
     assert md_log(tmp_path / "run")["step"][-1] == 3
     # the restart (here with a sound calculator) continues to the end
     result = driver.restart(tmp_path / "run")
@@ -172,18 +171,19 @@ def test_progress_is_a_bar_on_a_terminal_and_log_lines_in_batch_jobs(monkeypatch
         def isatty(self):
             return True
 
-    for var in driver.BATCH_VARIABLES:
+    for var in progress.BATCH_VARIABLES:
         monkeypatch.delenv(var, raising=False)
-    record = {"stage": "melt", "T_target_K": 4000.0, "T_kin_K": 3900.0, "time_fs": 2.0,
-              "E_pot_eV": -1.0, "s_per_step": 0.1}
-    bar = driver.Progress(10, 0, "auto", True, stream=Terminal())
+    record = StepRecord(step=1, time_fs=2.0, T_target_K=4000.0, T_kin_K=3900.0, E_pot_eV=-1.0,
+                        E_kin_eV=0.5, E_conserved_eV=-0.5, s_per_step=0.1, scf_iter=-1,
+                        stage="melt")
+    bar = progress.Progress(10, 0, "auto", True, stream=Terminal())
     assert bar.mode == "bar"
     bar.update(1, record)
     bar.close()
     assert "ETA" not in bar.stream.getvalue() and "1/10" in bar.stream.getvalue()
     monkeypatch.setenv("OMPI_COMM_WORLD_SIZE", "2")  # a rank under mpirun has a pty too
-    log = driver.Progress(10, 0, "auto", True, stream=Terminal())
+    log = progress.Progress(10, 0, "auto", True, stream=Terminal())
     assert log.mode == "log"
     log.update(1, record)
     assert log.stream.getvalue().startswith("step 1/10 (10.0%)") and "ETA" in log.stream.getvalue()
-    assert driver.Progress(10, 0, "auto", False, stream=Terminal()).mode == "none"  # rank > 0
+    assert progress.Progress(10, 0, "auto", False, stream=Terminal()).mode == "none"  # rank > 0

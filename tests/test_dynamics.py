@@ -6,6 +6,8 @@ kinetic energy (mean N_f kT / 2, variance N_f (kT)^2 / 2), and uninterrupted run
 and MPI. Forces come from tests/test_dyn_models.py (EMT copper equal to ASE's EMT, and a
 Lennard-Jones fluid).
 """
+import dataclasses
+import json
 import pickle
 import sys
 from pathlib import Path
@@ -15,8 +17,12 @@ import pytest
 from ase import units
 from ase.constraints import FixAtoms, FixBondLength, FixCom
 
+from meltquench.config import DynamicsConfig
 from meltquench.dynamics import (DYNAMICS, Berendsen, Bussi, DynamicsError, Langevin,
-                                 NoseHooverChainNVT, VelocityVerlet, make_dynamics)
+                                 NoseHooverChainNVT, Param, VelocityVerlet, from_config,
+                                 make_dynamics, register, validate_config)
+from meltquench.dynamics.params import positive
+from meltquench.dynamics.registry import params_by_key
 from meltquench.errors import UserError
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -260,22 +266,17 @@ def test_langevin_noise_choice_is_checked_and_kept_in_the_state():
 
 
 def test_large_langevin_draws_the_same_numbers_as_numpy():
-    """noise='numpy': above a few hundred mobile atoms the noise is drawn by numba, the same
+    """noise='numpy': above a few thousand numbers the noise is drawn by numba, the same
     numbers as numpy's."""
-    from meltquench import dynamics
     atoms = copper(5, fixed=True)  # 250 mobile atoms: 750 numbers, numpy's path
     twin = atoms.copy()
     twin.calc = NumbaEMT()
     a = Langevin(atoms, 2 * FS, 300.0, 0.02 / FS, seed=5, noise="numpy")
     b = Langevin(twin, 2 * FS, 300.0, 0.02 / FS, seed=5, noise="numpy")
-    old = dynamics._NUMBA_RNG_MIN
-    try:
-        dynamics._NUMBA_RNG_MIN = 1  # force the numba path on b only
-        b.run(3)
-        dynamics._NUMBA_RNG_MIN = 10 ** 9
-        a.run(3)
-    finally:
-        dynamics._NUMBA_RNG_MIN = old
+    b.thermostat.numba_rng_min = 1  # the numba path on b only
+    a.thermostat.numba_rng_min = 10 ** 9
+    b.run(3)
+    a.run(3)
     assert np.array_equal(atoms.positions, twin.positions)
     assert a.rng.bit_generator.state == b.rng.bit_generator.state
 
@@ -327,9 +328,8 @@ class CountingEMT(NumbaEMT):
 @pytest.mark.parametrize("scheme", ["nve", "langevin"])
 @pytest.mark.parametrize("interval", [1, 3])
 def test_observers_that_move_atoms_inside_run_are_noticed(scheme, interval):
-    """run() skips the position comparison only after steps at which no user code ran: an
-    observer that moves an atom (every step, or every third) gets fresh forces, exactly as a
-    twin run that moves the atom between run(1) calls (where the comparison always runs)."""
+    """An observer that moves an atom (every step, or every third) inside run() gets fresh
+    forces, exactly as a twin run that moves the atom between run(1) calls."""
     def nudge(a):
         a.positions[0] += 0.01
 
@@ -503,3 +503,141 @@ def test_irun_and_step_follow_ase_semantics():
     assert dyn3.nsteps == 0
     assert np.array_equal(stepped.positions, ours.positions)
     assert np.abs(ours.positions - ref.positions).max() < 1e-12
+
+
+# ------------------------------------------------------------------ the driver's pattern
+
+class FailingOnce(NumbaEMT):
+    """EMT whose force call raises once, at a chosen call (an SCF failure)."""
+
+    def __init__(self, fail_at):
+        super().__init__()
+        self.calls, self.fail_at = 0, fail_at
+
+    def calculate(self, *args, **kwargs):
+        self.calls += 1
+        if self.calls == self.fail_at:
+            raise RuntimeError("SCF did not converge")
+        super().calculate(*args, **kwargs)
+
+
+@pytest.mark.parametrize("scheme", list(DYNAMICS))
+def test_driver_steps_with_a_failed_step_retried_equal_run_1(scheme):
+    """set_temperature, step(), nsteps += 1, call_observers(), with one step that fails in its
+    force call and is retried after restoring positions, momenta and get_state(): bit for bit
+    the trajectory of run(1) per step."""
+    ref, atoms = copper(fixed=True), copper(fixed=True)
+    atoms.calc = FailingOnce(fail_at=6)
+    dyn = make_dynamics(scheme, ref, 2.0, 400.0, seed=5, **PARAMS[scheme])
+    driven = make_dynamics(scheme, atoms, 2.0, 400.0, seed=5, **PARAMS[scheme])
+    seen, retried = [], []
+    driven.attach(lambda: seen.append(driven.nsteps))
+    atoms.get_forces()
+    driven.call_observers()
+    for step in range(1, 13):
+        dyn.set_temperature(400.0 + 15.0 * step)
+        dyn.run(1)
+        driven.set_temperature(400.0 + 15.0 * step)
+        saved = atoms.get_positions(), atoms.get_momenta(), driven.get_state()
+        try:
+            driven.step()
+        except RuntimeError:
+            atoms.set_positions(saved[0], apply_constraint=False)
+            atoms.set_momenta(saved[1], apply_constraint=False)
+            driven.set_state(saved[2])
+            retried.append(step)
+            driven.step()
+        driven.nsteps += 1
+        driven.call_observers()
+    assert len(retried) == 1 and seen == list(range(13))
+    assert np.array_equal(atoms.positions, ref.positions)
+    assert np.array_equal(atoms.get_momenta(), ref.get_momenta())
+    assert driven.get_conserved_energy() == dyn.get_conserved_energy()
+
+
+@pytest.mark.parametrize("scheme", list(DYNAMICS))
+def test_state_survives_json_with_arrays_as_lists(scheme):
+    atoms = copper(fixed=True)
+    dyn = make_dynamics(scheme, atoms, 2.0, 400.0, seed=8, **PARAMS[scheme])
+    dyn.run(5)
+    text = json.dumps(dyn.get_state(), default=lambda a: a.tolist())
+    saved = atoms.get_positions(), atoms.get_momenta()
+    dyn.run(5)
+    fresh = copper(fixed=True)
+    fresh.calc = NumbaEMT()
+    fresh.set_positions(saved[0])
+    fresh.set_momenta(saved[1])
+    again = make_dynamics(scheme, fresh, 2.0, 100.0, seed=1, **PARAMS[scheme])
+    again.set_state(json.loads(text))
+    again.run(5)
+    assert np.array_equal(fresh.positions, atoms.positions)
+    with pytest.raises(DynamicsError, match="version"):
+        again.set_state(dict(json.loads(text), version=99))
+
+
+# ------------------------------------------------------------------ registry and configuration
+
+CONFIG_VALUES = {"nve": {}, "nhc": {"tdamp_fs": 40.0, "tchain": 4, "tloop": 2},
+                 "bussi": {"taut_fs": 40.0}, "langevin": {"friction_per_fs": 0.02},
+                 "berendsen": {"taut_fs": 40.0}}
+
+
+@pytest.mark.parametrize("scheme", list(DYNAMICS))
+def test_from_config_equals_make_dynamics(scheme):
+    cfg = DynamicsConfig(thermostat=scheme, timestep_fs=1.5, seed=3, **CONFIG_VALUES[scheme])
+    validate_config(cfg)
+    a, b = copper(fixed=True), copper(fixed=True)
+    dyn = from_config(cfg, a, 500.0)
+    twin = make_dynamics(scheme, b, 1.5, 500.0, seed=3, **CONFIG_VALUES[scheme])
+    assert type(dyn) is DYNAMICS[scheme] and dyn.dt == twin.dt
+    dyn.run(10)
+    twin.run(10)
+    assert np.array_equal(a.positions, b.positions)
+    as_dict = dict(dataclasses.asdict(cfg), thermostat=scheme)
+    assert type(from_config(as_dict, copper(), 300.0)) is DYNAMICS[scheme]
+
+
+@pytest.mark.parametrize("changes,match", [
+    ({"thermostat": "nosehoover"}, "dynamics.thermostat must be one of"),
+    ({"thermostat": "NHC"}, "did you mean 'nhc'"),
+    ({"timestep_fs": 0.0}, "dynamics.timestep_fs must be > 0 and <= 5 fs"),
+    ({"timestep_fs": 6.0}, "dynamics.timestep_fs must be > 0 and <= 5 fs"),
+    ({"tdamp_fs": -1.0}, "dynamics.tdamp_fs must be a finite number > 0"),
+    ({"tchain": 0}, "dynamics.tchain must be a whole number >= 1"),
+    ({"tloop": 1.5}, "dynamics.tloop must be a whole number >= 1"),
+    ({"taut_fs": float("nan")}, "dynamics.taut_fs must be a finite number"),
+    ({"friction_per_fs": -0.1}, "dynamics.friction_per_fs must be a finite number >= 0"),
+    ({"seed": -1}, "dynamics.seed must be a non-negative integer"),
+])
+def test_validate_config_names_the_key_in_one_line(changes, match):
+    """Every scheme key is checked whichever thermostat is chosen (here bussi)."""
+    cfg = dataclasses.replace(DynamicsConfig(thermostat="bussi"), **changes)
+    with pytest.raises(DynamicsError, match=match) as err:
+        validate_config(cfg)
+    assert "\n" not in str(err.value) and isinstance(err.value, UserError)
+
+
+def test_validate_config_accepts_the_defaults_and_zero_friction():
+    validate_config(DynamicsConfig())
+    validate_config(DynamicsConfig(thermostat="langevin", friction_per_fs=0.0))
+
+
+def test_every_thermostat_key_of_the_configuration_is_declared_in_the_registry():
+    """A DynamicsConfig field is a common key, a scheme key of the registry or the driver's."""
+    common = {"thermostat", "timestep_fs", "seed"}
+    driver = {"final_relax", "relax_fmax", "relax_steps", "max_temperature_factor"}
+    fields = {f.name for f in dataclasses.fields(DynamicsConfig)}
+    scheme_keys = fields - common - driver
+    assert scheme_keys and scheme_keys <= set(params_by_key())
+    for scheme, cls in DYNAMICS.items():
+        assert cls.scheme == scheme and all(isinstance(p, Param) for p in cls.params)
+
+
+def test_a_shared_key_must_be_the_same_param():
+    class Other(Bussi):
+        scheme = "other"
+        params = (Param("taut_fs", "taut", positive),)
+
+    with pytest.raises(TypeError, match="taut_fs"):
+        register(Other)
+    assert "other" not in DYNAMICS

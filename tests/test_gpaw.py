@@ -89,8 +89,8 @@ def test_gpaw_hubbard_u_reaches_gpaw(serial, tmp_path):
     from meltquench.calculators import make_calculator
     from meltquench.structures import v2o3_rhombohedral
     atoms = v2o3_rhombohedral()
-    settings = {"name": "gpaw", "gpaw": {"basis": "sz(dzp)", "h": 0.25,
-                                          "convergence": {"density": 1e-3}}}
+    settings = {"name": "gpaw", "dispersion": None,
+                "gpaw": {"basis": "sz(dzp)", "h": 0.25, "convergence": {"density": 1e-3}}}
     atoms.calc = make_calculator(settings, directory=tmp_path)
     energy_u = atoms.get_potential_energy()
     hubbard = [s.hubbard_u for s in atoms.calc.dft.setups if s.symbol == "V"]

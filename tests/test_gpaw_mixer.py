@@ -1,4 +1,4 @@
-"""meltquench.gpaw_mixer.MDPulay: GPAW's Pulay mixing with a memory across MD steps.
+"""meltquench.calculators.mdpulay.MDPulay: GPAW's Pulay mixing with a memory across MD steps.
 
 Independent reference: GPAW's own Pulay mixer. With keep=False MDPulay must *be* it (same
 iterations, same energies to rounding), serial and with the grid split over two MPI ranks
@@ -69,7 +69,7 @@ def test_two_ranks_split_grid_is_still_gpaws_pulay_and_equals_serial(serial, tmp
 def test_config_selects_it_and_checks_its_keys():
     from meltquench.calculators import gpaw_parameters
     from meltquench.errors import UserError
-    from meltquench.gpaw_mixer import MDPulay
+    from meltquench.calculators.mdpulay import MDPulay
     kw = gpaw_parameters({"mixer": {"backend": "md-pulay", "beta": 0.3, "nmaxold": 30}})
     assert isinstance(kw["mixer"], MDPulay)
     assert kw["mixer"].mixer_params == {"nmaxold": 30, "beta": 0.3} and kw["mixer"].keep

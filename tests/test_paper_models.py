@@ -20,7 +20,7 @@ def test_every_preset_resolves_and_passes_a_dry_run(name):
     assert "dry run" in text and "MD steps" in text
     if name.startswith("paper"):
         assert "240 atoms" in text and "MD steps 9000" in text
-        assert cfg.dynamics.relax_fmax == 0.03 and cfg.calculator.gpaw["hubbard_u"] == {"V": 3.25}
+        assert cfg.dynamics.relax_fmax == 0.03 and cfg.calculator.gpaw.hubbard_u == {"V": 3.25}
     if "defective" in name:
         assert "defects: the paper's recipe, made after the quench" in text
 

@@ -1,11 +1,16 @@
 import pytest
 
 from meltquench.errors import UserError
-from meltquench.schedule import DEMO, PAPER, melt_quench
+from meltquench.config import load_config
+from meltquench.schedule import melt_quench
+
+PAPER = dict(T_start_K=300.0, T_melt_K=4000.0, T_final_K=300.0, heat_fs=1000.0, melt_fs=6000.0,
+             quench_fs=9000.0, final_fs=2000.0)
 
 
 def test_paper_programme_is_18_ps_with_the_papers_temperatures():
-    s = melt_quench(**PAPER)
+    s = load_config(preset="paper-perfect").build_schedule()
+    assert s.stages == melt_quench(**PAPER).stages
     assert s.total_fs == pytest.approx(18000.0)
     assert s.nsteps(2.0) == 9000
     assert s.temperature(0) == 300.0
@@ -25,7 +30,7 @@ def test_quench_rate_gives_the_duration():
 
 
 def test_demo_is_short():
-    assert melt_quench(**DEMO).nsteps(2.0) == 50
+    assert load_config(preset="demo").build_schedule().nsteps(2.0) == 20
 
 
 @pytest.mark.parametrize("bad", [dict(T_melt_K=0), dict(T_final_K=-5), dict(heat_fs=-1),

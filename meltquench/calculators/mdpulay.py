@@ -33,7 +33,7 @@ if the atoms change domain (the PAW matrices move between ranks) the history is 
 """
 import numpy as np
 
-from .calculators import setup_gpaw_mpi
+from .gpaw import setup_gpaw_mpi
 
 setup_gpaw_mpi()  # before gpaw.mpi is imported: mpirun python ... must work
 

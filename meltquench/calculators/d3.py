@@ -1,0 +1,38 @@
+"""Grimme's D3 dispersion with Becke-Johnson damping, added on top of another calculator.
+
+``dftd3``'s ASE calculator gives the D3(BJ) energy, forces and stress; ASE's
+``SumCalculator`` adds them to those of the calculator underneath. The damping parameters are
+those of a functional (``method``; by default the calculator's own ``xc``, PBE for calculators
+without one). Two-body only unless ``three_body`` (the Axilrod-Teller-Muto term), as VASP's
+``IVDW = 12`` of the reference paper. Energies in eV.
+"""
+from dataclasses import dataclass
+from typing import Optional
+
+from ase.calculators.mixing import SumCalculator
+from dftd3.ase import DFTD3
+
+from .base import Settings, setting
+
+
+@dataclass
+class D3Settings(Settings):
+    """``calculator.d3``: options of the D3(BJ) term."""
+
+    section = "calculator.d3"
+
+    method: Optional[str] = setting(None, "functional whose D3(BJ) parameters are used; null: "
+                                    "the calculator's xc (PBE for tblite and pair)")
+    three_body: bool = setting(False, "add the Axilrod-Teller-Muto three-body term")
+
+
+def make_d3(method="PBE", three_body=False):
+    """``DFTD3`` calculator with Becke-Johnson damping for functional ``method``."""
+    # load_rational_damping(method, atm): the ATM three-body term only when asked.
+    return DFTD3(damping="d3bj", params_tweaks={"method": method, "atm": bool(three_body)})
+
+
+def add_d3(calc, settings, xc="PBE"):
+    """``calc`` plus D3(BJ) for :class:`D3Settings` (or a dict); ``xc`` the default method."""
+    s = D3Settings.from_dict(settings)
+    return SumCalculator([calc, make_d3(s.method or xc, s.three_body)])

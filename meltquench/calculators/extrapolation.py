@@ -1,0 +1,108 @@
+"""Each MD step's GPAW SCF started from a density matrix extrapolated from earlier steps'.
+
+It works on GPAW 26's LCAO internals at the Γ point (``calc.dft.ibzwfs``, the ``converged``
+hook, ``move_atoms``) and switches itself off, with a line in GPAW's text output, wherever
+those differ from what it expects. It imports nothing from GPAW: it only touches the
+calculator it is given.
+"""
+import numpy as np
+
+from ..errors import UserError
+
+
+class DensityMatrixExtrapolation:
+    """Start each MD step's SCF from an extrapolated LCAO density matrix (GPAW 26, Γ point).
+
+    GPAW reuses the previous wave functions when atoms move: the first density of a new step is
+    built from the last step's orbitals at the new positions. This goes one step further, as
+    SIESTA does for MD: from the converged density matrices ``rho`` (in the basis of atomic
+    orbitals, which move with the atoms) of the last ``order + 1`` steps it predicts
+    ``rho* = 2 rho_n - rho_(n-1)`` (order 1) or ``3 rho_n - 3 rho_(n-1) + rho_(n-2)``
+    (order 2), and hands it to GPAW as orbitals and occupations (its eigenvectors and
+    eigenvalues), from which GPAW builds the starting density. It only sets where the SCF
+    starts, never what it converges to. Skipped (GPAW's own restart) when the atoms jump by
+    more than ``max_step`` Å between calls, and switched off for good, with a line in
+    GPAW's text output, where GPAW's internals differ from what it expects (PW/FD mode,
+    k-points, band parallelisation).
+    """
+
+    COEFFICIENTS = {1: (2.0, -1.0), 2: (3.0, -3.0, 1.0)}
+
+    def __init__(self, calc, order=1, max_step=0.5):
+        if order not in self.COEFFICIENTS:
+            raise UserError(f"calculator.gpaw.extrapolation must be 0, 1 or 2, got {order!r}")
+        self.calc = calc
+        self.order = order
+        self.max_step = max_step
+        self.history = []  # [(positions, [rho_MM per k-point/spin])], newest last
+        self.enabled = True
+        self.extrapolated = 0  # how many SCFs started from an extrapolated density
+        self._move_atoms = calc.move_atoms
+        calc.move_atoms = self.move_atoms
+        calc.hooks["converged"] = self.store
+
+    def _disable(self, why):
+        self.enabled = False
+        self.history = []
+        try:
+            self.calc.log(f"meltquench: density-matrix extrapolation off ({why})")
+        except Exception:  # logging must never stop a run
+            pass
+
+    def _wave_functions(self):
+        dft = self.calc.dft
+        if dft.params.mode.name != "lcao":
+            raise TypeError("not LCAO mode")
+        wfs_list = list(dft.ibzwfs)
+        for wfs in wfs_list:
+            if wfs.C_nM.dtype != float:
+                raise TypeError("complex orbitals (k-points)")
+            if wfs.C_nM.dist.comm.size != 1:
+                raise TypeError("orbitals distributed over bands")
+        return wfs_list
+
+    def store(self):
+        """GPAW's 'converged' hook: keep this step's density matrices."""
+        if not self.enabled:
+            return
+        try:
+            rhos = [np.array(w.calculate_density_matrix(), copy=True)
+                    for w in self._wave_functions()]
+        except Exception as exc:
+            self._disable(f"{exc.__class__.__name__}: {exc}")
+            return
+        self.history.append((self.calc.atoms.positions.copy(), rhos))
+        del self.history[:-(self.order + 1)]
+
+    def move_atoms(self, atoms):
+        if self.enabled and len(self.history) == self.order + 1:
+            positions = [p for p, _ in self.history] + [atoms.positions]
+            steps = [np.abs(b - a).max() for a, b in zip(positions[:-1], positions[1:])]
+            if max(steps) <= self.max_step:
+                try:
+                    self._extrapolate()
+                except Exception as exc:
+                    self._disable(f"{exc.__class__.__name__}: {exc}")
+            else:
+                self.history = []
+        return self._move_atoms(atoms)
+
+    def _extrapolate(self):
+        coefficients = self.COEFFICIENTS[self.order]
+        for u, wfs in enumerate(self._wave_functions()):
+            rho = sum(c * rhos[u] for c, (_, rhos) in zip(coefficients, reversed(self.history)))
+            nbands = wfs.C_nM.data.shape[0]
+            if wfs.domain_comm.rank == 0:
+                eig, vec = np.linalg.eigh(0.5 * (rho + rho.T))
+                keep = np.sort(np.argsort(-np.abs(eig))[:nbands])
+                f_n = np.ascontiguousarray(eig[keep])
+                C_nM = np.ascontiguousarray(vec[:, keep].T)
+            else:
+                f_n = np.empty(nbands)
+                C_nM = np.empty_like(wfs.C_nM.data)
+            wfs.domain_comm.broadcast(f_n, 0)
+            wfs.domain_comm.broadcast(C_nM, 0)
+            wfs.C_nM.data[:] = C_nM
+            wfs._occ_n = f_n / (wfs.weight * wfs.spin_degeneracy)
+            wfs._P_ani = None
+        self.extrapolated += 1

@@ -1,0 +1,303 @@
+"""GPAW, the default force engine: settings, MPI environment, parameters, SCF bookkeeping.
+
+The defaults (:class:`GPAWSettings`) are tuned for molecular dynamics of the hot PBE+U oxide
+melt (measurements in ``benchmarks/README.md``): Fermi-Dirac smearing of 0.3 eV (an electronic
+temperature of about 3500 K, near the 4000 K of the melt), which both speeds up the SCF and
+keeps it from stopping in one of the metastable d-occupation solutions of DFT+U; meltquench's
+:class:`~meltquench.calculators.mdpulay.MDPulay` mixer (Pulay mixing, step 0.2, 40 densities,
+whose history of the last three MD steps is kept: the slow d-occupation mode is learnt once,
+not at every step); GPAW's own convergence criteria (a density residual of 1e-4 per electron: a
+looser one leaves forces wrong by 0.1-0.2 eV/Å); and each MD step's SCF started from a
+quadratically extrapolated density matrix
+(:class:`~meltquench.calculators.extrapolation.DensityMatrixExtrapolation`) on top of GPAW's
+own reuse of the previous wave functions. The driver must keep one calculator for the whole run.
+
+GPAW itself is imported only when a calculator is made (it is slow to import and sets up MPI).
+Under ``mpirun python ...`` or ``mpirun meltquench run`` GPAW needs an MPI backend chosen
+before ``gpaw.mpi`` is imported: :func:`setup_gpaw_mpi` runs when this module is imported and
+again in :func:`make_gpaw`.
+
+Units are ASE's: eV, Å; the smearing ``width`` is in eV, ``ecut`` in eV.
+"""
+import copy
+import os
+import sys
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Optional, Union
+
+import numpy as np
+from ase.data import atomic_numbers
+
+from ..errors import UserError
+from .base import Settings, inner_calculators, setting
+from .extrapolation import DensityMatrixExtrapolation
+
+#: Keys of ``mixer`` accepted with ``backend: md-pulay`` (:class:`~.mdpulay.MDPulay`'s arguments).
+MD_PULAY_KEYS = ("beta", "nmaxold", "weight", "keep", "sigma")
+
+
+def setup_gpaw_mpi():
+    """Let GPAW run in parallel when started by ``mpirun python ...`` (not ``gpaw python``).
+
+    GPAW 26 refuses to start under an MPI launcher unless ``GPAW_MPI_BACKEND`` is set; this
+    chooses the mpi4py backend (so GPAW and the driver share mpi4py's COMM_WORLD) unless the
+    user chose one. It must run before ``gpaw.mpi`` is imported: ``import gpaw`` alone may
+    already have happened (ASE imports GPAW's plugin, e.g. with ``ase.io``), so the choice is
+    also written into the imported ``gpaw`` module.
+    """
+    launched = any(k in os.environ for k in ("OMPI_COMM_WORLD_SIZE", "PMIX_RANK", "PMI_SIZE",
+                                            "I_MPI_MPIRUN"))
+    if not launched:
+        return
+    backend = os.environ.setdefault("GPAW_MPI_BACKEND", "mpi4py")
+    gpaw = sys.modules.get("gpaw")
+    if (gpaw is not None and getattr(gpaw, "GPAW_MPI_BACKEND", "") is None
+            and "gpaw._broadcast_imports" not in sys.modules):
+        gpaw.GPAW_MPI_BACKEND = backend
+
+
+setup_gpaw_mpi()
+
+
+@dataclass
+class GPAWSettings(Settings):
+    """``calculator.gpaw``: GPAW's parameters for molecular dynamics (eV, Å)."""
+
+    section = "calculator.gpaw"
+    unknown_key_hint = "put any other gpaw keyword under calculator.gpaw.extra"
+
+    mode: str = setting("lcao", "'lcao' (for long MD), 'pw' (plane waves, see ecut) or 'fd'")
+    basis: Optional[Union[str, dict]] = setting(
+        "sz(dzp)", "LCAO basis set: 'sz(dzp)' (quick) or 'dzp' (the paper presets), or "
+        "{element: basis}")
+    ecut: float = setting(450.0, "plane-wave cutoff (eV), PW mode")
+    xc: Union[str, dict] = setting("PBE", "exchange-correlation functional")
+    hubbard_u: Optional[dict] = setting(
+        {"V": 3.25}, "{element: U_eff (eV)} on the d shell (Dudarev), as GPAW's "
+        "setups={'V': ':d,3.25'}")
+    spinpol: bool = setting(False, "spin-polarised calculation")
+    kpts: list = setting([1, 1, 1], "Gamma-centred k-point grid")
+    h: Optional[float] = setting(None, "grid spacing (Å); null: GPAW's default (0.2 Å in LCAO)")
+    mixer: Optional[dict] = setting(
+        {"backend": "md-pulay", "beta": 0.2, "nmaxold": 40, "weight": 20.0, "keep": 3},
+        "density mixer: backend 'md-pulay' (Pulay mixing remembered across MD steps: beta, "
+        "nmaxold, weight, keep, sigma) or GPAW's own ('pulay', 'msr1') with GPAW's keys; "
+        "null: GPAW's default")
+    occupations: Optional[dict] = setting(
+        {"name": "fermi-dirac", "width": 0.3},
+        "smearing: name 'fermi-dirac' or 'marzari-vanderbilt', width (eV; 0.3 eV is kT at "
+        "3500 K, right for the melt)")
+    convergence: Optional[dict] = setting(
+        {"energy": 0.0005, "density": 1e-4, "eigenstates": 4e-8},
+        "GPAW's SCF criteria: energy (eV per valence electron), density (electrons per valence "
+        "electron), eigenstates (eV^2 per valence electron), forces (eV/Å)")
+    maxiter: int = setting(200, "SCF iterations before GPAW gives up")
+    extrapolation: int = setting(
+        2, "order of the density-matrix extrapolation that starts each MD step's SCF (0 off, "
+        "1 linear, 2 quadratic; LCAO, Gamma point)")
+    parallel: Optional[dict] = setting(None, "GPAW's parallel dict, e.g. {domain: 4, band: 2, "
+                                       "sl_auto: true}; null: automatic")
+    extra: Optional[dict] = setting({}, "any further GPAW keyword, applied last (overrides "
+                                    "everything above)")
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.mode not in ("lcao", "pw", "fd"):
+            raise UserError(f"calculator.gpaw.mode must be 'lcao', 'pw' or 'fd', "
+                            f"got {self.mode!r}")
+        if self.extrapolation not in (0, 1, 2):
+            raise UserError(f"calculator.gpaw.extrapolation must be 0, 1 or 2, "
+                            f"got {self.extrapolation!r}")
+        if self.mixer and self.mixer.get("backend") == "md-pulay":
+            unknown = sorted(set(self.mixer) - {"backend", *MD_PULAY_KEYS})
+            if unknown:
+                raise UserError(f"calculator.gpaw.mixer: unknown key(s) {', '.join(unknown)} "
+                                f"for backend md-pulay (accepted: {', '.join(MD_PULAY_KEYS)})")
+        hubbard_setups(self.hubbard_u)
+
+    def describe(self):
+        """One line, e.g. ``GPAW LCAO sz(dzp), PBE, U 3.25 eV on V d``."""
+        if self.mode == "lcao":
+            basis = f"LCAO {self.basis}"
+        elif self.mode == "pw":
+            basis = f"PW {self.ecut} eV"
+        else:
+            basis = "FD"
+        u = ", ".join(f"U {v} eV on {k} d" for k, v in (self.hubbard_u or {}).items())
+        return f"GPAW {basis}, {self.xc}" + (f", {u}" if u else "")
+
+    def fallback(self):
+        """Settings for a retry after SCF non-convergence, or None when there is no further one.
+
+        Each call gives a more careful set than this one: first the density-matrix
+        extrapolation off, half the mixer step (not below 0.02), a Pulay history of at least 20
+        and twice ``maxiter`` (at most 1000); once the mixer is at its floor, twice the
+        smearing width (at most 0.3 eV, about kT at 4000 K; this changes the forces slightly,
+        so it comes last); then None.
+        """
+        mixer = dict(self.mixer or {"backend": "pulay", "beta": 0.05, "weight": 50.0})
+        mixer["beta"] = max(0.02, round(float(mixer.get("beta", 0.05)) / 2, 4))
+        if mixer.get("backend", "pulay") in ("pulay", "msr1", "md-pulay"):
+            mixer["nmaxold"] = max(int(mixer.get("nmaxold", 5)), 20)
+        new = replace(self, mixer=mixer, extrapolation=0,
+                      maxiter=min(1000, 2 * int(self.maxiter or 333)))
+        if (new.mixer, new.extrapolation) == (self.mixer, self.extrapolation):
+            occupations = dict(self.occupations or {"name": "fermi-dirac", "width": 0.1})
+            width = float(occupations.get("width", 0.1))
+            occupations["width"] = min(0.3, 2 * width) if width > 0 else 0.05
+            new = replace(new, occupations=occupations)
+        return None if new == self else new
+
+
+def hubbard_setups(hubbard_u):
+    """GPAW ``setups`` for U_eff (eV) on the d shell: ``{'V': 3.25}`` -> ``{'V': ':d,3.25'}``."""
+    setups = {}
+    for element, u in (hubbard_u or {}).items():
+        if element not in atomic_numbers:
+            raise UserError(f"calculator hubbard_u: unknown element {element!r}")
+        if u:
+            setups[element] = f":d,{float(u):g}"
+    return setups
+
+
+def gpaw_parameters(settings):
+    """GPAW keyword arguments for :class:`GPAWSettings` (or a dict of some of its fields).
+
+    Everything but ``txt`` and ``communicator``, which :func:`make_gpaw` adds.
+    """
+    s = GPAWSettings.from_dict(settings)
+    mode = {"name": "pw", "ecut": float(s.ecut)} if s.mode == "pw" else s.mode
+    kw = {
+        "mode": mode,
+        "xc": s.xc,
+        "kpts": {"size": list(s.kpts), "gamma": True},
+        "symmetry": "off",
+        "spinpol": bool(s.spinpol),
+        "convergence": dict(s.convergence or {}),
+        "maxiter": int(s.maxiter),
+    }
+    if s.mode == "lcao" or s.basis:
+        kw["basis"] = s.basis
+    if s.h is not None:
+        kw["h"] = float(s.h)
+    if s.mixer:
+        kw["mixer"] = gpaw_mixer(s.mixer)
+    if s.occupations:
+        kw["occupations"] = dict(s.occupations)
+    if s.parallel:
+        kw["parallel"] = dict(s.parallel)
+    setups = hubbard_setups(s.hubbard_u)
+    if setups:
+        kw["setups"] = setups
+    kw.update(copy.deepcopy(s.extra or {}))
+    return kw
+
+
+def gpaw_mixer(mixer):
+    """GPAW's ``mixer=`` value for the ``mixer`` settings: GPAW's own dict, or for
+    ``backend: md-pulay`` meltquench's :class:`~meltquench.calculators.mdpulay.MDPulay`."""
+    mixer = dict(mixer)
+    if mixer.get("backend") != "md-pulay":
+        return mixer
+    from .mdpulay import MDPulay  # imports gpaw
+    mixer.pop("backend")
+    return MDPulay(**mixer)
+
+
+def gpaw_communicator(comm):
+    """GPAW communicator for an mpi4py communicator (``None``: GPAW's world)."""
+    if comm is None:
+        return None
+    from gpaw import mpi as gmpi
+    world = gmpi.world
+    if comm.Get_size() == 1:
+        return gmpi.serial_comm
+    from gpaw.mpi4pywrapper import MPI4PYWrapper
+    if isinstance(world, MPI4PYWrapper):
+        return MPI4PYWrapper(comm, parent=world)
+    # GPAW's own C MPI (GPAW_MPI_BACKEND=cgpaw): build the same group from world ranks.
+    # Collective over world: every rank of world must call make_calculator together.
+    from mpi4py import MPI
+    ranks = MPI.Group.Translate_ranks(comm.Get_group(), list(range(comm.Get_size())),
+                                      MPI.COMM_WORLD.Get_group())
+    return world.new_communicator(np.asarray(ranks, dtype=int))
+
+
+def make_gpaw(settings, *, directory, comm=None):
+    """GPAW calculator for :class:`GPAWSettings` (or a dict), writing ``directory/gpaw.txt``.
+
+    ``comm`` is an mpi4py communicator (``None``: all ranks of GPAW's world). In LCAO mode with
+    ``extrapolation`` on, the calculator carries its
+    :class:`~meltquench.calculators.extrapolation.DensityMatrixExtrapolation` as
+    ``calc.meltquench_extrapolation``.
+    """
+    setup_gpaw_mpi()
+    try:
+        import gpaw  # noqa: F401
+    except ImportError:
+        raise UserError("gpaw is not installed: pip install gpaw gpaw-data "
+                        "(needs libxc, BLAS and MPI headers; 'make setup' installs them)") from None
+    from gpaw import GPAW
+    settings = GPAWSettings.from_dict(settings)
+    directory = Path(directory)
+    kw = gpaw_parameters(settings)
+    kw["txt"] = str(directory / "gpaw.txt")
+    if comm is None or comm.Get_rank() == 0:
+        directory.mkdir(parents=True, exist_ok=True)
+    communicator = gpaw_communicator(comm)
+    if communicator is not None:
+        kw["communicator"] = communicator
+    calc = GPAW(**kw)
+    if settings.extrapolation and kw["mode"] == "lcao" and not getattr(calc, "old", True):
+        calc.meltquench_extrapolation = DensityMatrixExtrapolation(
+            calc, order=settings.extrapolation)
+    return calc
+
+
+def scf_iterations(calc):
+    """SCF iterations of the last calculation where the calculator tells (GPAW), else None."""
+    for c in inner_calculators(calc):
+        if getattr(c, "name", None) == "gpaw" or type(c).__module__.startswith("gpaw"):
+            try:
+                n = c.get_number_of_iterations()
+            except Exception:  # no calculation yet
+                return None
+            return None if n is None else int(n)
+    return None
+
+
+def is_scf_failure(exc):
+    """True if ``exc`` is GPAW's SCF non-convergence (``gpaw.KohnShamConvergenceError``)."""
+    try:
+        from gpaw import KohnShamConvergenceError
+    except ImportError:
+        return False
+    return isinstance(exc, KohnShamConvergenceError)
+
+
+def parallel_layout(calc):
+    """'kpt 1, domain 2, band 1' as GPAW set it up (after its first calculation), else None."""
+    for c in inner_calculators(calc):
+        wfs = getattr(getattr(c, "_dft", None), "ibzwfs", None)  # GPAW 26's ASE interface
+        if wfs is not None:
+            return (f"kpt {wfs.kpt_comm.size}, domain {wfs.domain_comm.size}, "
+                    f"band {wfs.band_comm.size}")
+    return None
+
+
+def parallel_plan_text(parallel, ranks):
+    """What GPAW will do with ``calculator.gpaw.parallel`` on ``ranks`` ranks (no GPAW import).
+
+    Automatic (``parallel: null``): with the Γ point only there are no k-points to share, so
+    GPAW decomposes the real-space domain over all ranks (bands are not split unless asked).
+    Explicit: GPAW's own ``parallel`` dict, e.g. ``{domain: 4, band: 2, sl_auto: true}``
+    (``sl_auto`` switches on ScaLAPACK for the LCAO eigensolver where GPAW was built with it;
+    it pays off from a few hundred atoms on many ranks).
+    """
+    if not parallel:
+        if ranks == 1:
+            return "serial (one rank)"
+        return (f"automatic: domain decomposition over {ranks} ranks, kpt 1 (Γ point), band 1; "
+                "set calculator.gpaw.parallel (e.g. {domain: N, band: M, sl_auto: true}) to change")
+    return "as configured: " + ", ".join(f"{k}={v}" for k, v in parallel.items())

@@ -1,0 +1,119 @@
+"""What a run records after each MD step, and the observers that write it.
+
+The driver attaches these to its dynamics object with ``dyn.attach(observer, interval)``,
+ASE's own pattern: after every step the dynamics calls them in the order they were attached.
+:class:`StepRecorder` goes first and measures the step into a :class:`StepRecord`; the
+writers that follow read ``recorder.record``.
+"""
+import dataclasses
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ase.io.trajectory import Trajectory
+
+
+def _column(fmt):
+    return field(metadata={"fmt": fmt})
+
+
+@dataclass
+class StepRecord:
+    """One line of ``md.log``: the state after an MD step (ASE units: eV, fs, K)."""
+
+    step: int = _column("d")
+    time_fs: float = _column(".3f")
+    T_target_K: float = _column(".3f")
+    T_kin_K: float = _column(".3f")        # kinetic temperature of the mobile atoms
+    E_pot_eV: float = _column(".8f")
+    E_kin_eV: float = _column(".8f")       # mobile atoms (fixed atoms have none)
+    E_conserved_eV: float = _column(".8f")  # the thermostat's conserved quantity
+    s_per_step: float = _column(".4f")     # wall seconds of the step
+    scf_iter: int = _column("d")           # SCF iterations of the step's force call; -1: none
+    stage: str = _column("s")              # stage of the temperature programme
+
+    @classmethod
+    def header(cls):
+        """The ``md.log`` header line (with its newline)."""
+        return "# " + " ".join(f.name for f in dataclasses.fields(cls)) + "\n"
+
+    def line(self):
+        """This record as an ``md.log`` line (with its newline)."""
+        return " ".join(format(getattr(self, f.name), f.metadata["fmt"])
+                        for f in dataclasses.fields(self)) + "\n"
+
+    @staticmethod
+    def step_of(line):
+        """The step number of an ``md.log`` data line."""
+        return int(line.split()[0])
+
+
+class StepRecorder:
+    """Observer: measures the step just taken into :attr:`record`.
+
+    ``start()`` marks the beginning of a step (for ``s_per_step``); ``scf_iterations(calc)``
+    reads the SCF count of the last force call (None where the calculator has none).
+    """
+
+    def __init__(self, atoms, dyn, schedule, timestep_fs, scf_iterations):
+        self.atoms, self.dyn, self.schedule = atoms, dyn, schedule
+        self.timestep_fs = timestep_fs
+        self.scf_iterations = scf_iterations
+        self.record = None
+        self.seconds = 0.0
+        self._t0 = None
+
+    def start(self):
+        self._t0 = time.perf_counter()
+
+    def stop(self):
+        self.seconds = 0.0 if self._t0 is None else time.perf_counter() - self._t0
+        self._t0 = None
+
+    def __call__(self):
+        atoms, dyn = self.atoms, self.dyn
+        t_fs = dyn.nsteps * self.timestep_fs
+        n_scf = self.scf_iterations(atoms.calc)
+        self.record = StepRecord(
+            step=dyn.nsteps, time_fs=t_fs, T_target_K=self.schedule.temperature(t_fs),
+            T_kin_K=dyn.get_kinetic_temperature(), E_pot_eV=atoms.get_potential_energy(),
+            E_kin_eV=atoms.get_kinetic_energy(), E_conserved_eV=dyn.get_conserved_energy(),
+            s_per_step=self.seconds, scf_iter=-1 if n_scf is None else int(n_scf),
+            stage=self.schedule.stage_at(max(t_fs - 1e-9, 0.0)).name)
+
+
+class MDLogWriter:
+    """Observer: appends the recorder's record to ``md.log`` (rank 0)."""
+
+    def __init__(self, path, recorder, is_root):
+        self.path, self.recorder, self.is_root = Path(path), recorder, is_root
+
+    def write_header(self):
+        if self.is_root:
+            self.path.write_text(StepRecord.header())
+
+    def __call__(self):
+        if self.is_root:
+            with open(self.path, "a") as fh:
+                fh.write(self.recorder.record.line())
+
+
+class TrajectoryWriter:
+    """Observer: appends the atoms to ``trajectory.traj`` (rank 0) and counts the frames.
+
+    Every rank keeps :attr:`n_frames`, which goes into checkpoints.
+    """
+
+    def __init__(self, path, atoms, is_root, n_frames=0):
+        self.atoms = atoms
+        self.n_frames = n_frames
+        self._traj = Trajectory(path, "a", master=True) if is_root else None
+
+    def __call__(self):
+        if self._traj is not None:
+            self._traj.write(self.atoms)
+        self.n_frames += 1
+
+    def close(self):
+        if self._traj is not None:
+            self._traj.close()
