@@ -3,52 +3,40 @@
 Distances in Å. The coordination number of centre i for species b is the number of b atoms
 (periodic images included, i itself excluded) at distance ``d < cutoff[type_i, b]``.
 """
+from typing import NamedTuple
+
 import numpy as np
 from numba import njit
 
-from .neighbors import build_cell_list, stencil
+from .neighbors import build_cell_list, centre_order, visit_pairs
+
+
+class _Count(NamedTuple):
+    """Pair visitor: ``counts[m, b] += 1`` for each neighbour of species b of centre m closer
+    than ``sqrt(cut2[a, b])`` Å (a: the centre's species)."""
+
+    types: np.ndarray    # species of every atom
+    stypes: np.ndarray   # species of the binned atoms, in cell-list order
+    cut2: np.ndarray     # (T, T) squared cutoffs (Å^2); 0: not counted
+    counts: np.ndarray   # (len(centres), T) int64, added to
+
+    @staticmethod
+    @njit(cache=True)
+    def enter(v, m, i):
+        return m, v.types[i]
+
+    @staticmethod
+    @njit(cache=True)
+    def visit(v, context, j, d2, dx, dy, dz, q0, q1, q2):
+        m, ta = context
+        tb = v.stypes[j]
+        if d2 < v.cut2[ta, tb]:
+            v.counts[m, tb] += 1
 
 
 @njit(cache=True)
-def _count(order, centres, types, wrapped, bins, nbins, reach, pbc, cell, start, spos, stypes,
-           sindex, cut2, counts):
-    """counts[m, b] += neighbours of species b of centre m closer than sqrt(cut2[a, b])."""
-    ns = 1
-    for k in range(3):
-        ns *= 2 * reach[k] + 1
-    seg_lo = np.empty(ns, np.int64)
-    seg_hi = np.empty(ns, np.int64)
-    seg_shift = np.empty((ns, 3))
-    seg_q = np.empty((ns, 3), np.int64)
-    nseg = 0
-    last = (-1, -1, -1)
-    for o in range(order.shape[0]):
-        m = order[o]
-        i = centres[m]
-        cb = (bins[i, 0], bins[i, 1], bins[i, 2])
-        if cb != last:
-            nseg = stencil(cb[0], cb[1], cb[2], nbins, reach, pbc, cell, start, seg_lo, seg_hi,
-                           seg_shift, seg_q)
-            last = cb
-        c2 = cut2[types[i]]
-        row = counts[m]
-        xi = wrapped[i, 0]
-        yi = wrapped[i, 1]
-        zi = wrapped[i, 2]
-        for s in range(nseg):
-            ax = xi - seg_shift[s, 0]
-            ay = yi - seg_shift[s, 1]
-            az = zi - seg_shift[s, 2]
-            for j in range(seg_lo[s], seg_hi[s]):
-                dx = spos[j, 0] - ax
-                dy = spos[j, 1] - ay
-                dz = spos[j, 2] - az
-                d2 = dx * dx + dy * dy + dz * dz
-                tb = stypes[j]
-                if d2 < c2[tb]:
-                    if d2 == 0.0 and sindex[j] == i:
-                        continue  # the centre itself
-                    row[tb] += 1
+def _count(cl, centres, order, visitor):
+    visit_pairs(cl, centres, order, visitor)
 
 
 def coordination_numbers(positions, cell, pbc, types, cutoffs, centres=None, n_types=None):
@@ -74,11 +62,7 @@ def coordination_numbers(positions, cell, pbc, types, cutoffs, centres=None, n_t
     cut2 = np.ascontiguousarray(cutoffs ** 2)
     subset = np.flatnonzero((cutoffs > 0).any(axis=0)[types])
     cl = build_cell_list(positions, cell, pbc, rc, subset=subset)
-    b = cl.bins[centres]
-    flat = (b[:, 0] * cl.nbins[1] + b[:, 1]) * cl.nbins[2] + b[:, 2]
-    order = np.argsort(flat, kind="stable").astype(np.int64)
-    _count(order, centres, types, cl.wrapped, cl.bins, cl.nbins, cl.reach, cl.pbc, cl.cell,
-           cl.start, cl.sorted_positions, types[cl.index], cl.index, cut2, counts)
+    _count(cl, centres, centre_order(cl, centres), _Count(types, types[cl.index], cut2, counts))
     return counts
 
 

@@ -1,4 +1,5 @@
-"""Cell lists for periodic triclinic, mixed-periodicity and open cells (lengths in Å).
+"""Cell lists for periodic triclinic, mixed-periodicity and open cells (lengths in Å), and the
+one walk over them that every pair analysis uses.
 
 Atoms are binned by their fractional coordinate along each lattice vector. A sphere of radius
 ``rc`` spans exactly ``±rc / h_i`` in fractional coordinate ``i``, where ``h_i`` is the spacing of
@@ -8,14 +9,33 @@ cell. Along a periodic axis the visited bins wrap around through periodic images
 cutoff needs, so a cutoff larger than half the cell (small DFT cells) still gives every image
 once. Along an open axis the bins span the atoms' extent and nothing wraps. The work is O(N).
 
-Numba kernels that walk the list (here, :mod:`.rdf`, :mod:`.coordination`) use
-:func:`stencil` to get, for one centre bin, contiguous runs of sorted neighbours and the
-Cartesian image shift of each run.
+:func:`visit_pairs` walks the list: for every centre it finds the neighbours closer than the
+cutoff and hands each pair to a *pair visitor*, which decides what the pair adds to its arrays
+(a distance histogram in :mod:`.rdf`, counts in :mod:`.coordination`, a pair list in
+:func:`neighbor_list`). A visitor is a ``typing.NamedTuple`` of arrays and numbers whose class
+has two ``@njit(cache=True)`` static methods::
+
+    enter(visitor, m, i) -> context     # once per centre: m its position in centres, i its atom
+    visit(visitor, context, j, d2, dx, dy, dz, q0, q1, q2)   # once per pair within the cutoff
+
+``j`` is the neighbour's position in the cell list's sorted order (its atom index is
+``index[j]``), ``d2`` the squared distance (Å^2), ``(dx, dy, dz)`` the vector from the centre
+to the neighbour's image (Å) and ``(q0, q1, q2)`` the lattice translation of that image of the
+wrapped neighbour. The walk is compiled once per visitor class with the visitor inlined (no
+call per pair). Call it from an ``@njit(cache=True)`` function in the visitor's own file, as
+:mod:`.rdf` and :mod:`.coordination` do: the walk is then compiled into that function, cached
+with it, and recompiled whenever that file changes. (A jitted function passed as an argument,
+or captured in a closure, would be recompiled in every new process instead: numba's cache key
+then holds the function's address.) As for any cached numba function, numba does not see
+edits to this file as a reason to recompile cached callers in other files.
 """
 from collections import namedtuple
+from typing import NamedTuple
 
 import numpy as np
-from numba import njit
+from numba import njit, types
+from numba.core.errors import TypingError
+from numba.extending import overload
 
 CellList = namedtuple("CellList", [
     "cell",       # (3, 3) lattice vectors as rows (Å); open axes without a vector completed
@@ -248,26 +268,81 @@ def stencil(c0, c1, c2, nbins, reach, pbc, cell, start, seg_lo, seg_hi, seg_shif
     return count
 
 
-@njit(cache=True)
-def _pairs(centres, wrapped, bins, image, nbins, reach, pbc, cell, start, index, spos, cutoff,
-           fill, out_i, out_j, out_d, out_vec, out_shift):
-    """Count (fill=False) or store (fill=True) the pairs within ``cutoff`` of each centre."""
-    ns = 1
-    for k in range(3):
-        ns *= 2 * reach[k] + 1
+def centre_order(cl, centres):
+    """Positions in ``centres`` sorted by their atoms' bins (stable): visited in this order, a
+    centre's neighbours are still in cache from the one before and its stencil is reused."""
+    b = cl.bins[centres]
+    flat = (b[:, 0] * cl.nbins[1] + b[:, 1]) * cl.nbins[2] + b[:, 2]
+    return np.argsort(flat, kind="stable").astype(np.int64)
+
+
+def _enter(visitor, m, i):
+    """Resolved at compile time to ``type(visitor).enter``."""
+    raise NotImplementedError("only callable from numba-compiled code")
+
+
+def _visit(visitor, context, j, d2, dx, dy, dz, q0, q1, q2):
+    """Resolved at compile time to ``type(visitor).visit``."""
+    raise NotImplementedError("only callable from numba-compiled code")
+
+
+def _visitor_method(visitor, name):
+    cls = getattr(visitor, "instance_class", None)
+    if not isinstance(visitor, types.BaseNamedTuple) or not hasattr(cls, name):
+        raise TypingError(f"a pair visitor is a NamedTuple whose class has the jitted static "
+                          f"methods enter and visit; {visitor} has no {name}")
+    return getattr(cls, name)
+
+
+@overload(_enter)
+def _overload_enter(visitor, m, i):
+    enter = _visitor_method(visitor, "enter")
+
+    def impl(visitor, m, i):
+        return enter(visitor, m, i)
+    return impl
+
+
+@overload(_visit)
+def _overload_visit(visitor, context, j, d2, dx, dy, dz, q0, q1, q2):
+    visit = _visitor_method(visitor, "visit")
+
+    def impl(visitor, context, j, d2, dx, dy, dz, q0, q1, q2):
+        visit(visitor, context, j, d2, dx, dy, dz, q0, q1, q2)
+    return impl
+
+
+@njit
+def visit_pairs(cl, centres, order, visitor):
+    """Hand every pair closer than ``cl.cutoff`` (Å) to ``visitor`` (see the module docstring).
+
+    ``cl``: a :class:`CellList`; ``centres``: atom indices; ``order``: the positions in
+    ``centres`` in the order to visit them (:func:`centre_order`). The neighbours are the atoms
+    binned in ``cl``, every periodic image included, the centre itself excluded (its other
+    images count). Compiled into, and cached with, each ``cache=True`` caller.
+    """
+    reach = cl.reach
+    ns = (2 * reach[0] + 1) * (2 * reach[1] + 1) * (2 * reach[2] + 1)
     seg_lo = np.empty(ns, np.int64)
     seg_hi = np.empty(ns, np.int64)
     seg_shift = np.empty((ns, 3))
     seg_q = np.empty((ns, 3), np.int64)
-    rc2 = cutoff * cutoff
-    p = 0
-    for m in range(centres.shape[0]):
+    rc2 = cl.cutoff * cl.cutoff
+    bins = cl.bins
+    wrapped = cl.wrapped
+    spos = cl.sorted_positions
+    index = cl.index
+    nseg = 0
+    last = (-1, -1, -1)
+    for o in range(order.shape[0]):
+        m = order[o]
         i = centres[m]
-        c0 = bins[i, 0]
-        c1 = bins[i, 1]
-        c2 = bins[i, 2]
-        nseg = stencil(c0, c1, c2, nbins, reach, pbc, cell, start, seg_lo, seg_hi, seg_shift,
-                       seg_q)
+        cb = (bins[i, 0], bins[i, 1], bins[i, 2])
+        if cb != last:
+            nseg = stencil(cb[0], cb[1], cb[2], cl.nbins, reach, cl.pbc, cl.cell, cl.start,
+                           seg_lo, seg_hi, seg_shift, seg_q)
+            last = cb
+        context = _enter(visitor, m, i)
         xi = wrapped[i, 0]
         yi = wrapped[i, 1]
         zi = wrapped[i, 2]
@@ -281,20 +356,51 @@ def _pairs(centres, wrapped, bins, image, nbins, reach, pbc, cell, start, index,
                 dz = spos[j, 2] - az
                 d2 = dx * dx + dy * dy + dz * dz
                 if d2 < rc2:
-                    a = index[j]
-                    if d2 == 0.0 and a == i:
-                        continue  # the atom itself (its other images do count)
-                    if fill:
-                        out_i[p] = i
-                        out_j[p] = a
-                        out_d[p] = np.sqrt(d2)
-                        out_vec[p, 0] = dx
-                        out_vec[p, 1] = dy
-                        out_vec[p, 2] = dz
-                        for k in range(3):
-                            out_shift[p, k] = seg_q[s, k] - image[a, k] + image[i, k]
-                    p += 1
-    return p
+                    if d2 == 0.0 and index[j] == i:
+                        continue  # the centre itself
+                    _visit(visitor, context, j, d2, dx, dy, dz, seg_q[s, 0], seg_q[s, 1],
+                           seg_q[s, 2])
+
+
+class _PairList(NamedTuple):
+    """Pair visitor: counts the pairs (``fill`` False) or writes them out (``fill`` True)."""
+
+    index: np.ndarray      # cell-list order -> atom index
+    image: np.ndarray      # (N, 3) int: positions = wrapped + image @ cell
+    fill: bool
+    n: np.ndarray          # (1,) int: pairs so far
+    out_i: np.ndarray      # centre atom
+    out_j: np.ndarray      # neighbour atom
+    out_d: np.ndarray      # distance (Å)
+    out_vec: np.ndarray    # (n, 3) centre -> neighbour image (Å)
+    out_shift: np.ndarray  # (n, 3) int: image of the neighbour, in lattice vectors
+
+    @staticmethod
+    @njit(cache=True)
+    def enter(v, m, i):
+        return i
+
+    @staticmethod
+    @njit(cache=True)
+    def visit(v, i, j, d2, dx, dy, dz, q0, q1, q2):
+        p = v.n[0]
+        v.n[0] = p + 1
+        if v.fill:
+            a = v.index[j]
+            v.out_i[p] = i
+            v.out_j[p] = a
+            v.out_d[p] = np.sqrt(d2)
+            v.out_vec[p, 0] = dx
+            v.out_vec[p, 1] = dy
+            v.out_vec[p, 2] = dz
+            v.out_shift[p, 0] = q0 - v.image[a, 0] + v.image[i, 0]
+            v.out_shift[p, 1] = q1 - v.image[a, 1] + v.image[i, 1]
+            v.out_shift[p, 2] = q2 - v.image[a, 2] + v.image[i, 2]
+
+
+@njit(cache=True)
+def _list_pairs(cl, centres, order, visitor):
+    visit_pairs(cl, centres, order, visitor)
 
 
 def neighbor_list(positions, cell, pbc, cutoff, centres=None, neighbours=None,
@@ -305,7 +411,9 @@ def neighbor_list(positions, cell, pbc, cutoff, centres=None, neighbours=None,
     ``D = positions[j] - positions[i] + S @ cell`` (Å) and integer image shift ``S``. Pairs run
     from every atom of ``centres`` (default all) to every atom of ``neighbours`` (default all),
     both ways, including an atom's own periodic images but not the atom itself. Sorted by i.
-    ``bins_per_cutoff`` as in :func:`build_cell_list`.
+    ``bins_per_cutoff`` as in :func:`build_cell_list`. A thin user of :func:`visit_pairs`, so
+    the tests that hold it against ASE's neighbour list check the walk the histograms and
+    coordination numbers use.
     """
     positions = np.ascontiguousarray(positions, dtype=float).reshape(-1, 3)
     cl = build_cell_list(positions, cell, pbc, cutoff, subset=neighbours,
@@ -313,16 +421,17 @@ def neighbor_list(positions, cell, pbc, cutoff, centres=None, neighbours=None,
     if centres is None:
         centres = np.arange(len(positions), dtype=np.int64)
     centres = np.ascontiguousarray(centres, dtype=np.int64)
-    args = (centres, cl.wrapped, cl.bins, cl.image, cl.nbins, cl.reach, cl.pbc, cl.cell,
-            cl.start, cl.index, cl.sorted_positions, cl.cutoff)
-    dummy_i = np.empty(0, np.int64)
-    n = _pairs(*args, False, dummy_i, dummy_i, np.empty(0), np.empty((0, 3)),
-               np.empty((0, 3), np.int64))
-    i = np.empty(n, np.int64)
-    j = np.empty(n, np.int64)
-    d = np.empty(n)
-    D = np.empty((n, 3))
-    S = np.empty((n, 3), np.int64)
-    _pairs(*args, True, i, j, d, D, S)
-    order = np.argsort(i, kind="stable")
-    return i[order], j[order], d[order], D[order], S[order]
+    order = centre_order(cl, centres)
+    n = np.zeros(1, np.int64)
+    none = np.empty(0, np.int64)
+    _list_pairs(cl, centres, order, _PairList(cl.index, cl.image, False, n, none, none,
+                                              np.empty(0), np.empty((0, 3)),
+                                              np.empty((0, 3), np.int64)))
+    size = int(n[0])
+    out = (np.empty(size, np.int64), np.empty(size, np.int64), np.empty(size),
+           np.empty((size, 3)), np.empty((size, 3), np.int64))
+    n[0] = 0
+    _list_pairs(cl, centres, order, _PairList(cl.index, cl.image, True, n, *out))
+    i, j, d, D, S = out
+    sort = np.argsort(i, kind="stable")
+    return i[sort], j[sort], d[sort], D[sort], S[sort]

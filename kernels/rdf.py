@@ -10,10 +10,12 @@ included and the centre itself excluded. The ideal-gas normalisation is the one 
 so g_ab = g_ba and, for a = b, g tends to (N_b - 1) / N_b at large r. The running coordination
 number ``n_ab(r_{k+1}) = sum_{k' <= k} H_ab(k') / N_a`` is counted, not integrated.
 """
+from typing import NamedTuple
+
 import numpy as np
 from numba import njit
 
-from .neighbors import build_cell_list, stencil
+from .neighbors import build_cell_list, centre_order, visit_pairs
 
 
 def bin_edges(rmax, nbins):
@@ -33,55 +35,35 @@ def shell_volumes(rmax, nbins):
     return 4.0 * np.pi / 3.0 * (e[1:] ** 3 - e[:-1] ** 3)
 
 
+class _Histogram(NamedTuple):
+    """Pair visitor: bins the distance of every selected (centre, neighbour) species pair."""
+
+    groups: np.ndarray   # group of each centre, by position in centres
+    types: np.ndarray    # species of every atom
+    stypes: np.ndarray   # species of the binned atoms, in cell-list order
+    pair_ok: np.ndarray  # (T, T) bool: species pairs to count
+    hist: np.ndarray     # (n_groups, T, T, nbins) int64, added to
+    inv_dr: float        # bins per Å
+
+    @staticmethod
+    @njit(cache=True)
+    def enter(v, m, i):
+        return v.groups[m], v.types[i]
+
+    @staticmethod
+    @njit(cache=True)
+    def visit(v, context, j, d2, dx, dy, dz, q0, q1, q2):
+        g, ta = context
+        tb = v.stypes[j]
+        if v.pair_ok[ta, tb]:
+            k = int(np.sqrt(d2) * v.inv_dr)
+            if k < v.hist.shape[3]:
+                v.hist[g, ta, tb, k] += 1
+
+
 @njit(cache=True)
-def _histogram(order, centres, groups, types, wrapped, bins, nbins, reach, pbc, cell, start,
-               spos, stypes, sindex, rmax, pair_ok, hist):
-    """Add the distance histogram of ``centres`` (visited in ``order``) to ``hist``."""
-    ns = 1
-    for k in range(3):
-        ns *= 2 * reach[k] + 1
-    seg_lo = np.empty(ns, np.int64)
-    seg_hi = np.empty(ns, np.int64)
-    seg_shift = np.empty((ns, 3))
-    seg_q = np.empty((ns, 3), np.int64)
-    nb = hist.shape[3]
-    inv_dr = nb / rmax
-    rmax2 = rmax * rmax
-    nseg = 0
-    last = (-1, -1, -1)
-    for o in range(order.shape[0]):
-        m = order[o]
-        i = centres[m]
-        ta = types[i]
-        g = groups[m]
-        cb = (bins[i, 0], bins[i, 1], bins[i, 2])
-        if cb != last:
-            nseg = stencil(cb[0], cb[1], cb[2], nbins, reach, pbc, cell, start, seg_lo, seg_hi,
-                           seg_shift, seg_q)
-            last = cb
-        ok = pair_ok[ta]
-        h = hist[g, ta]
-        xi = wrapped[i, 0]
-        yi = wrapped[i, 1]
-        zi = wrapped[i, 2]
-        for s in range(nseg):
-            ax = xi - seg_shift[s, 0]
-            ay = yi - seg_shift[s, 1]
-            az = zi - seg_shift[s, 2]
-            for j in range(seg_lo[s], seg_hi[s]):
-                dx = spos[j, 0] - ax
-                dy = spos[j, 1] - ay
-                dz = spos[j, 2] - az
-                d2 = dx * dx + dy * dy + dz * dz
-                if d2 < rmax2:
-                    tb = stypes[j]
-                    if not ok[tb]:
-                        continue
-                    if d2 == 0.0 and sindex[j] == i:
-                        continue  # the centre itself
-                    k = int(np.sqrt(d2) * inv_dr)
-                    if k < nb:
-                        h[tb, k] += 1
+def _histogram(cl, centres, order, visitor):
+    visit_pairs(cl, centres, order, visitor)
 
 
 def _pair_mask(pairs, n_types):
@@ -121,18 +103,10 @@ def pair_histogram(positions, cell, pbc, types, rmax, nbins, centres=None, group
     # Only atoms of a species some centre wants are binned as neighbours.
     subset = np.flatnonzero(pair_ok.any(axis=0)[types])
     cl = build_cell_list(positions, cell, pbc, rmax, subset=subset)
-    stypes = types[cl.index]
-    order = _centre_order(cl, centres)
-    _histogram(order, centres, groups, types, cl.wrapped, cl.bins, cl.nbins, cl.reach, cl.pbc,
-               cl.cell, cl.start, cl.sorted_positions, stypes, cl.index, float(rmax), pair_ok, out)
+    visitor = _Histogram(groups, types, types[cl.index], pair_ok, out,
+                         out.shape[3] / float(rmax))
+    _histogram(cl, centres, centre_order(cl, centres), visitor)
     return out
-
-
-def _centre_order(cl, centres):
-    """Visit centres bin by bin: neighbours stay in cache and the stencil is reused."""
-    b = cl.bins[centres]
-    flat = (b[:, 0] * cl.nbins[1] + b[:, 1]) * cl.nbins[2] + b[:, 2]
-    return np.argsort(flat, kind="stable").astype(np.int64)
 
 
 def normalise(hist, n_centres, n_neighbours, volume, rmax):
