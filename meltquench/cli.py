@@ -15,7 +15,7 @@ from ase.config import cfg as ase_cfg
 from ase.io import write
 
 from . import __version__, driver
-from .analysis import add_arguments, run_from_args
+from .analysis import REGIONS, analyse
 from .calculators import vasp_parameters
 from .config import PRESETS, describe_keys, load_config
 from .errors import RunStopped, UserError
@@ -77,7 +77,7 @@ def build_parser():
 
     p = sub.add_parser("analyse", aliases=["analyze"], help="region-resolved g(r) and coordination "
                        "numbers of a run folder or trajectory")
-    add_arguments(p)
+    add_analyse_arguments(p)
 
     p = sub.add_parser("build", help="build the starting model and write it to a file")
     _add_config_args(p)
@@ -204,8 +204,77 @@ def cmd_config(args):
     return 0
 
 
+def add_analyse_arguments(parser):
+    """Add the ``meltquench analyse`` arguments to an argparse parser."""
+    parser.add_argument("source", help="run folder (with trajectory.traj) or trajectory file")
+    parser.add_argument("--rmax", type=float, default=6.0, help="largest distance (Å), default 6")
+    parser.add_argument("--nbins", type=int, default=200, help="histogram bins, default 200")
+    parser.add_argument("--start", type=int, default=0, help="first frame, default 0")
+    parser.add_argument("--stop", type=int, default=None, help="stop before this frame")
+    parser.add_argument("--stride", type=int, default=1, help="take every n-th frame")
+    parser.add_argument("--regions", nargs="+", default=list(REGIONS), metavar="REGION",
+                        help="regions among all, crystal, melt, interface (default all four)")
+    parser.add_argument("--interface-width", type=float, default=3.0,
+                        help="interface band: within this distance (Å) of a boundary plane")
+    parser.add_argument("--cutoff", action="append", default=[], metavar="A-B=R",
+                        help="coordination cutoff in Å, e.g. V-O=2.3 (repeatable); pairs "
+                             "without one use the first minimum of g(r)")
+    parser.add_argument("--pairs", nargs="+", default=None, metavar="A-B",
+                        help="centre-neighbour pairs, e.g. V-O O-V (default every pair)")
+    parser.add_argument("--out", default=None, metavar="DIR",
+                        help="output folder (default RUN_DIR/analysis or <trajectory>_analysis)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace the results of an earlier analysis in the output folder")
+    return parser
+
+
+def parse_cutoff_options(items):
+    """['V-O=2.3', ...] -> {'V-O': 2.3}; a malformed item is a UserError."""
+    out = {}
+    for item in items or []:
+        for part in str(item).split(","):
+            part = part.strip()
+            if not part:
+                continue
+            name, sep, value = part.partition("=")
+            try:
+                if not sep:
+                    raise ValueError
+                out[name.strip()] = float(value)
+            except ValueError:
+                raise UserError(f"--cutoff {part!r} must look like V-O=2.3 (Å)") from None
+    return out
+
+
+def default_analysis_dir(source):
+    """RUN_DIR/analysis for a run folder, else <stem>_analysis beside the trajectory file."""
+    path = Path(source)
+    if path.is_dir():
+        return path / "analysis"
+    return path.with_name(path.stem + "_analysis")
+
+
+def analyse_from_args(args):
+    """Run :func:`~meltquench.analysis.analyse` from parsed arguments, write the outputs and
+    print the table (rank 0); returns the :class:`~meltquench.analysis.AnalysisResult`."""
+    cutoffs = parse_cutoff_options(getattr(args, "cutoff", None)) or None
+    out = Path(args.out) if getattr(args, "out", None) else default_analysis_dir(args.source)
+    if (out / "summary.json").exists() and not getattr(args, "overwrite", False):
+        raise UserError(f"{out} already holds an analysis: pass --overwrite to replace it or "
+                        "--out DIR to write elsewhere")
+    result = analyse(args.source, rmax=args.rmax, nbins=args.nbins, start=args.start,
+                     stop=args.stop, stride=args.stride,
+                     regions=tuple(getattr(args, "regions", None) or REGIONS),
+                     interface_width=args.interface_width, cutoffs=cutoffs, pairs=args.pairs)
+    result.write(out)
+    if result.rank == 0:
+        print(result.table())
+        print(f"written to {out}")
+    return result
+
+
 def cmd_analyse(args):
-    run_from_args(args)
+    analyse_from_args(args)
     return 0
 
 

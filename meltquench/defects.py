@@ -36,6 +36,7 @@ from ase.geometry import get_distances
 from ase.neighborlist import neighbor_list
 
 from .errors import UserError
+from .kernels.neighbors import plane_spacings
 from .structures import REGION_CODES, REGION_NAMES
 
 REGIONS = ("crystal", "melt", "all")
@@ -507,14 +508,14 @@ def distance_to_boundaries(atoms):
     The planes sit at the fractional coordinates ``atoms.info['region_planes']`` along lattice
     vector ``atoms.info['region_axis']`` and are spanned by the other two lattice vectors; the
     distance is the fractional offset (minimum image if that axis is periodic) times the
-    spacing of those lattice planes, 1/|b_axis| (b: reciprocal vectors without 2 pi).
+    spacing of those lattice planes (:func:`~meltquench.kernels.neighbors.plane_spacings`).
     """
     axis, planes = atoms.info.get("region_axis"), atoms.info.get("region_planes")
     if axis is None or planes is None:
         raise UserError("boundary_distance needs the region planes (atoms.info['region_planes']"
                         "): split the cell into regions first (structures.split_regions)")
     s = atoms.cell.scaled_positions(atoms.positions)[:, axis]
-    spacing = 1.0 / np.linalg.norm(atoms.cell.reciprocal()[axis])
+    spacing = plane_spacings(atoms.cell.array)[axis]
     ds = np.array([s - p for p in planes])
     if atoms.pbc[axis]:
         ds = (ds + 0.5) % 1.0 - 0.5

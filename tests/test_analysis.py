@@ -13,8 +13,8 @@ import pytest
 from ase.io import write
 from ase.neighborlist import neighbor_list as ase_neighbor_list
 
-from meltquench.analysis import (AnalysisResult, add_arguments, analyse, default_out_dir,
-                                 run_from_args)
+from meltquench.analysis import AnalysisResult, analyse
+from meltquench.cli import add_analyse_arguments, analyse_from_args, default_analysis_dir
 from meltquench.errors import UserError
 from meltquench.kernels.parallel import frame_plan
 from meltquench.structures import split_regions, v2o3_corundum
@@ -196,7 +196,7 @@ def test_write_outputs(tmp_path):
 
 def make_parser():
     parser = argparse.ArgumentParser(prog="meltquench analyse")
-    add_arguments(parser)
+    add_analyse_arguments(parser)
     return parser
 
 
@@ -207,24 +207,24 @@ def test_cli_functions(tmp_path, capsys):
     args = make_parser().parse_args([str(run), "--rmax", "4", "--nbins", "50", "--cutoff",
                                      "V-O=2.3", "--cutoff", "O-V=2.3", "--pairs", "V-O",
                                      "O-V", "--regions", "all", "melt", "--stride", "2"])
-    result = run_from_args(args)
+    result = analyse_from_args(args)
     assert result.frames == [0, 2]
     assert result.cutoffs == {"V-O": 2.3, "O-V": 2.3}
     assert (run / "analysis" / "summary.json").is_file()
     out = capsys.readouterr().out
     assert "V-O" in out and "melt" in out
-    assert default_out_dir(run) == run / "analysis"
-    assert default_out_dir(run / "trajectory.traj") == run / "trajectory_analysis"
+    assert default_analysis_dir(run) == run / "analysis"
+    assert default_analysis_dir(run / "trajectory.traj") == run / "trajectory_analysis"
     args = make_parser().parse_args([str(run / "trajectory.traj"), "--out",
                                      str(tmp_path / "x"), "--pairs", "V-O,O-O", "--nbins", "30"])
-    assert [r.pair for r in run_from_args(args).rows][::4] == ["V-O", "O-O"]
+    assert [r.pair for r in analyse_from_args(args).rows][::4] == ["V-O", "O-O"]
     assert (tmp_path / "x" / "rdf_interface.png").is_file()
     # an earlier analysis is never replaced unless asked
     with pytest.raises(UserError, match="--overwrite"):
-        run_from_args(args)
+        analyse_from_args(args)
     args = make_parser().parse_args([str(run / "trajectory.traj"), "--out", str(tmp_path / "x"),
                                      "--overwrite"])
-    assert run_from_args(args).frames == [0, 1, 2]
+    assert analyse_from_args(args).frames == [0, 1, 2]
 
 
 @pytest.mark.parametrize("argv, words", [
@@ -247,7 +247,7 @@ def test_cli_errors_are_one_line_user_errors(tmp_path, argv, words):
              "traj": tmp_path / "t.traj"}
     argv = [a.format(**names) for a in argv]
     with pytest.raises(UserError) as info:
-        run_from_args(make_parser().parse_args(argv))
+        analyse_from_args(make_parser().parse_args(argv))
     message = str(info.value)
     assert words in message and "\n" not in message
 
@@ -305,3 +305,52 @@ def test_mpi_two_ranks_equal_serial(tmp_path, mpirun):
                     assert a[key] is None
                 else:
                     assert math.isclose(a[key], b[key], rel_tol=1e-12)
+
+
+def test_classes_on_their_own_match_analyse():
+    """PartialRDF, then Coordination with the cutoffs PartialRDF found, give what analyse()
+    gives; the frames split the same whichever strategy plans them, and one pass of both
+    (AnalysisCollection) equals two."""
+    from meltquench.analysis import (AnalysisCollection, Coordination, Frames, PartialRDF,
+                                     WholeFrames)
+    frames = heterophase_frames(3, seed=4)
+    rdf = PartialRDF(frames, rmax=5.0, nbins=100, pairs=["V-O", "O-V"]).run(step=2)
+    assert rdf.frames == [0, 2] and rdf.pairs == ["V-O", "O-V"]
+    assert rdf.regions == ["all", "crystal", "melt", "interface"]
+    assert set(rdf.cutoffs) == {"V-O", "O-V"} and 2.06 < rdf.cutoffs["V-O"] < 2.9
+    cn = Coordination(frames, cutoffs=rdf.cutoffs, pairs=["V-O", "O-V"]).run(step=2)
+    ref = analyse(frames, rmax=5.0, nbins=100, pairs=["V-O", "O-V"], stride=2)
+    assert ref.cutoffs == rdf.cutoffs
+    for p, pair in enumerate(rdf.pairs):
+        for q, region in enumerate(rdf.regions):
+            row = ref.get(pair, region)
+            np.testing.assert_array_equal(rdf.results.counts[p, q], row.counts)
+            np.testing.assert_array_equal(rdf.results.g[p, q], row.g)
+            assert rdf.results.first_minimum[p, q] == row.first_minimum
+            hist = cn.results.histogram[p, q]
+            np.testing.assert_array_equal(hist[:len(row.cn_histogram)], row.cn_histogram)
+            assert not hist[len(row.cn_histogram):].any()
+            assert cn.results.mean[p, q] == row.mean_cn
+    np.testing.assert_array_equal(cn.results.n_centres, rdf.results.n_centres)
+    assert cn.results.n_centres[0, 0] == 2 * 48  # the V centres of two frames
+    # one pass over a shared Frames, and whole frames per rank, give the same numbers
+    with Frames(frames) as source:
+        rdf2 = PartialRDF(source, rmax=5.0, nbins=100, pairs=["V-O", "O-V"])
+        cn2 = Coordination(source, cutoffs=rdf.cutoffs, pairs=["V-O", "O-V"])
+        rdf2.split = cn2.split = WholeFrames()
+        AnalysisCollection(rdf2, cn2).run(step=2)
+    np.testing.assert_array_equal(rdf2.results.counts, rdf.results.counts)
+    np.testing.assert_array_equal(cn2.results.histogram, cn.results.histogram)
+
+
+def test_split_strategies_cover_every_frame_once():
+    from meltquench.analysis import FramesThenAtoms, WholeFrames
+    for n in range(0, 7):
+        for size in (1, 2, 3):
+            whole = [pos for rank in range(size) for pos, _ in WholeFrames().plan(n, rank, size)]
+            assert whole == list(range(n))
+            plans = [FramesThenAtoms().plan(n, rank, size) for rank in range(size)]
+            own = sorted(pos for plan in plans for pos, share in plan if share is None)
+            shared = [[pos for pos, share in plan if share is not None] for plan in plans]
+            assert all(s == shared[0] for s in shared) and len(shared[0]) == n % size
+            assert sorted(own + shared[0]) == list(range(n))
