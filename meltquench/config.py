@@ -19,9 +19,17 @@ import yaml
 
 from .calculators import CalculatorSettings
 from .dynamics import validate_config as validate_dynamics
+from .dynamics.registry import params_by_key
 from .errors import UserError
 from .schedule import melt_quench
 from .structures import BUILDERS
+
+
+def _scheme_key(key):
+    """A dynamics field whose default and documentation are the scheme registry's (one source
+    for the YAML configuration and ``make_dynamics``)."""
+    param = params_by_key()[key]
+    return _doc(param.default, param.doc)
 
 
 def _doc(default, doc, **kw):
@@ -74,11 +82,11 @@ class DynamicsConfig:
                            "berendsen (heating only, not canonical) or nve")
     timestep_fs: float = _doc(2.0, "MD time step (fs), at most 5")
     seed: int = _doc(42, "random seed: initial velocities and stochastic thermostats (same on all ranks)")
-    tdamp_fs: float = _doc(50.0, "nhc: thermostat time constant (fs)")
-    tchain: int = _doc(3, "nhc: chain length")
-    tloop: int = _doc(1, "nhc: number of sub-steps of the chain per time step")
-    taut_fs: float = _doc(10.0, "bussi, berendsen: relaxation time (fs)")
-    friction_per_fs: float = _doc(0.02, "langevin: friction (1/fs)")
+    tdamp_fs: float = _scheme_key("tdamp_fs")
+    tchain: int = _scheme_key("tchain")
+    tloop: int = _scheme_key("tloop")
+    taut_fs: float = _scheme_key("taut_fs")
+    friction_per_fs: float = _scheme_key("friction_per_fs")
     final_relax: Optional[str] = _doc("FIRE", "geometry optimisation of the mobile atoms after the "
                                       "quench: FIRE, BFGS or null")
     relax_fmax: float = _doc(0.03, "force criterion of the final optimisation (eV/Å)")

@@ -446,14 +446,25 @@ def test_constraints_we_cannot_honour_are_refused():
         make_dynamics("bussi", atoms, 2.0, 300.0, fixcm=True)
 
 
+def test_make_dynamics_defaults_are_the_configuration_defaults():
+    """One source of defaults: a YAML configuration without scheme keys builds the scheme
+    make_dynamics builds without them."""
+    for scheme in DYNAMICS:
+        cfg = DynamicsConfig(thermostat=scheme, timestep_fs=1.5)
+        a = from_config(cfg, copper(), 300.0)
+        b = make_dynamics(scheme, copper(), 1.5, 300.0, seed=cfg.seed)
+        for name in ("dt", "tdamp", "tchain", "tloop", "sy_order", "taut", "fr"):
+            assert getattr(a, name, None) == getattr(b, name, None), (scheme, name)
+
+
 def test_make_dynamics_defaults_units_and_errors():
     atoms = copper()
     dyn = make_dynamics("nhc", atoms, 2.0, 300.0)
     assert isinstance(dyn, NoseHooverChainNVT)
-    assert dyn.dt == pytest.approx(2 * FS) and dyn.tdamp == pytest.approx(200 * FS)
+    assert dyn.dt == pytest.approx(2 * FS) and dyn.tdamp == pytest.approx(50 * FS)
     assert (dyn.tchain, dyn.tloop, dyn.sy_order) == (3, 1, 4)
-    assert make_dynamics("bussi", atoms, 1.0, 300.0, seed=1).taut == pytest.approx(100 * FS)
-    assert make_dynamics("langevin", atoms, 1.0, 300.0, seed=1).fr == pytest.approx(0.01 / FS)
+    assert make_dynamics("bussi", atoms, 1.0, 300.0, seed=1).taut == pytest.approx(10 * FS)
+    assert make_dynamics("langevin", atoms, 1.0, 300.0, seed=1).fr == pytest.approx(0.02 / FS)
     lang = make_dynamics("langevin", atoms, 1.0, 300.0, seed=1, friction_per_fs=0.05)
     assert lang.fr == pytest.approx(0.05 / FS)
     assert make_dynamics("berendsen", atoms, 2.0, 300.0, taut_fs=20).taut == pytest.approx(20 * FS)

@@ -12,8 +12,8 @@ from .params import DynamicsError, Param, nonnegative, one_of, per_fs_to_ase
 from .registry import register
 
 NOISES = ("fast", "numpy")
-FRICTION_PER_FS = Param("friction_per_fs", "friction", nonnegative, default=0.01,
-                        to_ase=per_fs_to_ase, doc="friction gamma (1/fs)")
+FRICTION_PER_FS = Param("friction_per_fs", "friction", nonnegative, default=0.02,
+                        to_ase=per_fs_to_ase, doc="langevin: friction (1/fs)")
 NOISE = Param("noise", "noise", one_of(*NOISES), default="fast",
               doc="source of the normal numbers: 'fast' (meltquench.kernels.rng) or 'numpy' "
                   "(the numbers of ASE's LangevinBAOAB)")

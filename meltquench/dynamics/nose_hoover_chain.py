@@ -7,11 +7,11 @@ from .base import NumbaMD, Thermostat
 from .params import DynamicsError, Param, fs_to_ase, positive, sy_order, whole
 from .registry import register
 
-TDAMP_FS = Param("tdamp_fs", "tdamp", positive, per_timestep=100.0, to_ase=fs_to_ase,
-                 doc="time constant of the chain (fs); default 100 x timestep_fs")
-TCHAIN = Param("tchain", "tchain", whole, default=3, doc="number of thermostats in the chain")
+TDAMP_FS = Param("tdamp_fs", "tdamp", positive, default=50.0, to_ase=fs_to_ase,
+                 doc="nhc: thermostat time constant (fs)")
+TCHAIN = Param("tchain", "tchain", whole, default=3, doc="nhc: chain length")
 TLOOP = Param("tloop", "tloop", whole, default=1,
-              doc="sub-steps of each half step of the chain")
+              doc="nhc: number of sub-steps of the chain per time step")
 SY_ORDER = Param("sy_order", "sy_order", sy_order, default=4,
                  doc="order of the Suzuki-Yoshida factorisation: 2, 4 or 6")
 

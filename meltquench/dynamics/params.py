@@ -109,23 +109,16 @@ class Param:
     ``key`` is its name in the YAML ``dynamics`` section and in ``make_dynamics``; ``arg`` the
     keyword of the scheme's constructor, which takes ``to_ase(value)``. ``check(label, value)``
     returns the value cleaned (float, int) or raises :class:`DynamicsError` naming ``label``.
-    The default of ``make_dynamics`` is ``default``, or ``per_timestep`` x ``timestep_fs``
-    when that is given.
+    ``default`` is the one default of the key: ``make_dynamics`` and the YAML configuration
+    (:class:`meltquench.config.DynamicsConfig`) both take it from here.
     """
 
     key: str
     arg: str
     check: Callable[[str, Any], Any]
     default: Any = None
-    per_timestep: Optional[float] = None
     to_ase: Optional[Callable[[Any], Any]] = None
     doc: str = field(default="", compare=False)
-
-    def default_for(self, timestep_fs):
-        """The default value for a time step of ``timestep_fs`` (fs)."""
-        if self.per_timestep is not None:
-            return self.per_timestep * timestep_fs
-        return self.default
 
     def constructor_value(self, label, value):
         """``value`` checked (errors name ``label``) and converted for the constructor."""
@@ -136,6 +129,5 @@ class Param:
 TIMESTEP_FS = Param("timestep_fs", "timestep", positive, to_ase=fs_to_ase,
                     doc="MD time step (fs)")
 SEED = Param("seed", "seed", seed, doc="seed of the stochastic thermostats' random numbers")
-TAUT_FS = Param("taut_fs", "taut", positive, per_timestep=100.0, to_ase=fs_to_ase,
-                doc="relaxation time of the CSVR and Berendsen thermostats (fs); default "
-                    "100 x timestep_fs")
+TAUT_FS = Param("taut_fs", "taut", positive, default=10.0, to_ase=fs_to_ase,
+                doc="bussi, berendsen: relaxation time (fs)")

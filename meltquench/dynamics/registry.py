@@ -62,7 +62,7 @@ def _build(cls, atoms, timestep_fs, temperature_K, seed, values, options, prefix
     for param in cls.params:
         value = values.get(param.key)
         if value is None:
-            value = param.default_for(dt_fs)
+            value = param.default
         args[param.arg] = param.constructor_value(prefix + param.key, value)
     if cls.stochastic:
         options = dict(options, seed=seed)
@@ -72,15 +72,19 @@ def _build(cls, atoms, timestep_fs, temperature_K, seed, values, options, prefix
 def make_dynamics(name, atoms, timestep_fs, temperature_K, seed=None, **params):
     """Build scheme ``name`` (a key of :data:`DYNAMICS`, any case) from plain numbers.
 
-    ``timestep_fs`` in fs, ``temperature_K`` in K. Scheme parameters, with their defaults:
+    ``timestep_fs`` in fs, ``temperature_K`` in K. Scheme parameters, with their defaults
+    (the same as the YAML configuration's, which takes them from here):
 
     - ``nve``: none (a temperature is only recorded);
-    - ``nhc``: ``tdamp_fs`` = 100 x timestep_fs, ``tchain`` = 3, ``tloop`` = 1,
-      ``sy_order`` = 4 (Suzuki-Yoshida order: 2, 4 or 6);
-    - ``bussi``: ``taut_fs`` = 100 x timestep_fs;
-    - ``langevin``: ``friction_per_fs`` = 0.01 (1/fs, i.e. 10 / ps), ``noise`` = ``'fast'``
+    - ``nhc``: ``tdamp_fs`` = 50, ``tchain`` = 3, ``tloop`` = 1, ``sy_order`` = 4
+      (Suzuki-Yoshida order: 2, 4 or 6);
+    - ``bussi``: ``taut_fs`` = 10;
+    - ``langevin``: ``friction_per_fs`` = 0.02 (1/fs, i.e. 20 / ps), ``noise`` = ``'fast'``
       (or ``'numpy'``, see :class:`~meltquench.dynamics.Langevin`);
-    - ``berendsen``: ``taut_fs`` = 100 x timestep_fs.
+    - ``berendsen``: ``taut_fs`` = 10.
+
+    These are tight couplings, chosen so that a melt-quench follows its temperature ramp;
+    for equilibrium sampling, ASE's advice of about 100 time steps suits better.
 
     Any scheme also takes ``fixcm`` (default False) and ASE's ``logfile``, ``loginterval``,
     ``trajectory``, ``append_trajectory``. ``seed`` feeds the random numbers of ``bussi`` and
