@@ -13,14 +13,22 @@ write ``md.log``, the trajectory and the checkpoints. Everything goes into one r
 ``initial.traj``      the model before the melt (region labels as tags)
 ``trajectory.traj``   one frame every ``output.trajectory_interval`` steps (+ extxyz export)
 ``md.log``            one line per step (:class:`~meltquench.observers.StepRecord`)
-``checkpoint.pkl``    the last checkpoint (written to a temporary name, then renamed)
+``checkpoint.npz``    the last checkpoint, data only (:mod:`meltquench.checkpoint`)
 ``final.traj``        the structure after the quench and the final optimisation
 ``relax.log``         the optimiser's log
 ``analysis/``         region-resolved RDF and coordination (JSON, CSV, PNG)
+``.meltquench-run``   the marker of a meltquench run folder; ``.meltquench-lock`` its lock
 ====================  ==============================================================
+
+A run holds the folder's lock (:class:`~meltquench.rundir.RunLock`) from start to end. The
+checkpoint's ``phase`` says how far the run got: ``md`` (at ``step``), ``analysis`` (MD, final
+optimisation and exports done) or ``done``; ``--restart`` goes on from there, and leaves a
+finished run untouched. It continues with the run folder's ``config.yaml``, which may differ
+from the run's configuration only in the keys of :data:`RESTART_MAY_CHANGE`.
 
 Every MPI rank runs the same loop with the same random numbers; only rank 0 writes.
 """
+import json
 import math
 import sys
 import time
@@ -36,6 +44,7 @@ from ase.parallel import DummyMPI
 
 from . import calculators, dynamics, rundir
 from .analysis import analyse
+from .checkpoint import atoms_from_checkpoint, checkpoint_state, read_checkpoint
 from .config import Config, config_from_dict, read_yaml
 from .errors import Interrupted, RunawayDynamics, SCFFailure, UserError
 from .kernels.parallel import allreduce_max, get_comm
@@ -46,6 +55,42 @@ from .progress import Progress, StopFlag
 from .structures import min_distance
 
 OPTIMISERS = {"FIRE": FIRE, "BFGS": BFGS}
+
+#: Configuration keys (dotted; a section name covers its keys) that may differ on
+#: ``--restart`` from the run's configuration: numerical settings of the SCF, output and
+#: analysis, the thermostat couplings the checkpoint does not hold, the runaway guard and
+#: the final optimisation. Any other change (time step, schedule, model, physics of the
+#: calculator, NHC time constant, seeds, ...) would not continue the same run and is refused.
+RESTART_MAY_CHANGE = (
+    "output", "analysis", "replicas.vary",
+    "calculator.gpaw.mixer", "calculator.gpaw.convergence", "calculator.gpaw.maxiter",
+    "calculator.gpaw.parallel", "calculator.gpaw.extrapolation", "calculator.vasp.ncore",
+    "calculator.vasp.algo", "calculator.tblite.max_iterations",
+    "dynamics.taut_fs", "dynamics.friction_per_fs", "dynamics.max_temperature_factor",
+    "dynamics.final_relax", "dynamics.relax_fmax", "dynamics.relax_steps")
+
+
+def _flatten(tree, prefix=""):
+    """{'a': {'b': 1}} -> {'a.b': 1}."""
+    flat = {}
+    for key, value in tree.items():
+        if isinstance(value, dict) and value:
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def restart_changes(old, new):
+    """The keys whose values differ between configuration dicts ``old`` and ``new``, as
+    ``(allowed, refused)`` lists of ``(key, old value, new value)``."""
+    a, b = _flatten(old), _flatten(new)
+    allowed, refused = [], []
+    for key in sorted(set(a) | set(b)):
+        if a.get(key) != b.get(key):
+            ok = any(key == p or key.startswith(p + ".") for p in RESTART_MAY_CHANGE)
+            (allowed if ok else refused).append((key, a.get(key), b.get(key)))
+    return allowed, refused
 
 
 @dataclass
@@ -77,6 +122,9 @@ class MeltQuench:
         self.t_start = time.perf_counter()
         self.fallback_used = False
         self.frames = None  # the TrajectoryWriter, while the MD runs
+        self.n_frames = 0  # frames in trajectory.traj once the MD is over
+        self.stop = None  # the StopFlag, while the run runs
+        self.recorder = None  # the StepRecorder, once the MD runs
 
     def say(self, text):
         if self.is_root:
@@ -122,24 +170,42 @@ class MeltQuench:
             rundir.write_atomic(log, "".join(kept).encode())
 
     def checkpoint(self, atoms, dyn, step, phase="md"):
-        state = rundir.checkpoint_state(
-            atoms, dyn.get_state() if dyn is not None else None, step, phase,
-            n_frames=self.frames.n_frames if self.frames is not None else 0, fallback_used=self.fallback_used)
+        n_frames = self.frames.n_frames if self.frames is not None else self.n_frames
+        state = checkpoint_state(atoms, dyn.get_state() if dyn is not None else None, step,
+                                 phase, n_frames=n_frames, fallback_used=self.fallback_used,
+                                 config=self.cfg.to_dict())
         rundir.write_checkpoint(self.run_dir, state, self.comm)
 
     # ---- the whole run
     def run(self, atoms=None, state=None):
-        """Run (``atoms``: a new run) or continue (``state``: a checkpoint) to the end."""
+        """Run (``atoms``: a new run) or continue (``state``: a checkpoint) to the end.
+
+        The MD, then the final optimisation and exports, then the analysis; a checkpoint's
+        ``phase`` skips what is done. SIGTERM/SIGINT stop any of them (:class:`Interrupted`).
+        """
+        phase = "md"
         if state is not None:
-            if state["phase"] == "done":
-                raise UserError(f"run {self.run_dir} has already finished")
-            atoms = rundir.atoms_from_checkpoint(state)
+            atoms = atoms_from_checkpoint(state)
             self.fallback_used = state.get("fallback_used", False)
-            self.resume(state)
-            first = state["step"] + 1
-        else:
+            self.n_frames = state["n_frames"]
+            phase = state["phase"]
+        elif atoms is not None:
             self.start(atoms)
-            first = 1
+        with StopFlag() as stop:
+            self.stop = stop
+            if phase == "md":
+                if state is not None:
+                    self.resume(state)
+                first = state["step"] + 1 if state is not None else 1
+                self.run_md(atoms, state, first)
+                atoms = self.relax_and_export(atoms)
+            else:
+                self.say(f"continuing {self.run_dir}: the MD and the final optimisation are "
+                         "done; the analysis is next")
+            return self.conclude(atoms)
+
+    def run_md(self, atoms, state, first):
+        """The MD programme from step ``first`` (a checkpoint's ``state`` or None)."""
         atoms.calc = self.make_calculator()
         dyn = dynamics.from_config(self.cfg.dynamics, atoms,
                                    self.schedule.temperature((first - 1) * self.dt_fs))
@@ -147,22 +213,21 @@ class MeltQuench:
             dyn.set_state(state["dynamics"])
         self.say(run_plan_text(self.cfg, atoms, self.run_dir, first, self.comm.Get_size()))
         self.frames = TrajectoryWriter(self.path("trajectory.traj"), atoms, self.is_root,
-                                       n_frames=state["n_frames"] if state else 0)
+                                       n_frames=self.n_frames)
         self.progress = Progress(self.nsteps, first - 1, self.cfg.output.progress, self.is_root,
                                  self.cfg.output.log_every, self.stream)
         try:
-            with StopFlag() as stop:
-                self.md(atoms, dyn, first, stop)
+            self.md(atoms, dyn, first, self.stop)
         finally:
             self.progress.close()
             self.frames.close()
-        return self.finish(atoms, dyn)
+            self.n_frames = self.frames.n_frames
+            self.frames = None
 
     def md(self, atoms, dyn, first, stop):
         """Steps ``first`` to the end of the programme, the observers after each."""
         self.recorder = StepRecorder(atoms, dyn, self.schedule, self.dt_fs,
                                      calculators.scf_iterations)
-        self.stop = stop
         self.snapshot = None
         dyn.attach(self.recorder, 1)
         dyn.attach(self.guard, 1, atoms, dyn)
@@ -250,7 +315,9 @@ class MeltQuench:
         if problem:
             self.abort(RunawayDynamics, atoms, dyn, record.step,
                        f"runaway dynamics at step {record.step}: {problem}",
-                       "try a smaller time step or a tighter thermostat, then --restart")
+                       "--restart after tightening the thermostat (dynamics.taut_fs, "
+                   "dynamics.friction_per_fs in config.yaml), or start a new run with a "
+                   "smaller dynamics.timestep_fs (a restart cannot change the time step)")
 
     def report_progress(self):
         record = self.recorder.record
@@ -276,13 +343,15 @@ class MeltQuench:
             reason = 1
         elif self.stop_after_s is not None:
             elapsed = time.perf_counter() - self.t_start
-            if elapsed + 2.0 * max(self.recorder.seconds, 1e-3) > self.stop_after_s:
+            step_s = self.recorder.seconds if self.recorder is not None else 0.0
+            if elapsed + 2.0 * max(step_s, 1e-3) > self.stop_after_s:
                 reason = 2
         return allreduce_max(reason, self.comm)
 
     # ---- after the programme
-    def finish(self, atoms, dyn):
-        """Defects after the quench, final optimisation, exports, analysis."""
+    def relax_and_export(self, atoms):
+        """Defects after the quench, the final optimisation, ``final.traj`` and the extxyz
+        exports; then the checkpoint of phase ``analysis``. Returns the final atoms."""
         st = self.cfg.structure
         if st.defects and st.defect_stage == "after-quench":
             calc = atoms.calc
@@ -290,30 +359,53 @@ class MeltQuench:
             atoms.calc = calc
             self.say(f"defects made after the quench:\n{composition_text(atoms)}")
         d = self.cfg.dynamics
-        files = {}
         if d.final_relax:
+            if self.is_root:
+                self.path("relax.log").unlink(missing_ok=True)  # a restart's starts afresh
             logfile = str(self.path("relax.log")) if self.is_root else None
             opt = OPTIMISERS[d.final_relax](atoms, logfile=logfile)
+            opt.attach(self.stop_in_relax, 1, opt)
             converged = opt.run(fmax=d.relax_fmax, steps=d.relax_steps)
             fmax = np.abs(atoms.get_forces()).max() if len(atoms) else 0.0
             self.say(f"final {d.final_relax} optimisation: {opt.nsteps} steps, max |F| component "
                      f"{fmax:.3f} eV/Å ({'converged' if converged else 'NOT converged'} to "
                      f"{d.relax_fmax} eV/Å)")
-            files["relax_log"] = self.path("relax.log")
         if self.is_root:
             rundir.write_traj(self.path("final.traj"), atoms)
-            files["final"] = self.path("final.traj")
-            files["trajectory"] = self.path("trajectory.traj")
             if self.cfg.output.extxyz:
                 frames = read(self.path("trajectory.traj"), index=":", parallel=False)
                 write(self.path("trajectory.extxyz"), frames, format="extxyz", parallel=False)
                 write(self.path("final.extxyz"), atoms, format="extxyz", parallel=False)
-                files["extxyz"] = self.path("trajectory.extxyz")
-        self.checkpoint(atoms, None, self.nsteps, phase="done")
+        self.checkpoint(atoms, None, self.nsteps, phase="analysis")
+        return atoms
+
+    def stop_in_relax(self, opt):
+        """Optimiser observer: stop (checkpointed: the one of the last MD step) on a signal
+        or the ``--stop-after`` budget."""
+        reason = self.stop_reason()
+        if reason:
+            why = "a stop signal" if reason == 1 else "the --stop-after budget"
+            raise Interrupted(f"stopped by {why} in step {opt.nsteps} of the final "
+                              f"optimisation; continue with: meltquench run --restart "
+                              f"{self.run_dir} (the optimisation starts again from the end of "
+                              "the MD)")
+
+    def conclude(self, atoms):
+        """The analysis, then the checkpoint of phase ``done``; the :class:`RunResult`."""
+        reason = self.stop_reason()
+        if reason:
+            why = "a stop signal" if reason == 1 else "the --stop-after budget"
+            raise Interrupted(f"stopped by {why} before the analysis; continue with: "
+                              f"meltquench run --restart {self.run_dir}")
+        names = {"final": "final.traj", "trajectory": "trajectory.traj",
+                 "relax_log": "relax.log", "extxyz": "trajectory.extxyz"}
+        files = {key: self.path(name) for key, name in names.items()
+                 if self.path(name).exists()}
         result = RunResult(self.run_dir, atoms, self.nsteps, files=files)
         if self.cfg.analysis.enabled:
             result.analysis = self.analyse()
             files["analysis"] = self.path("analysis")
+        self.checkpoint(atoms, None, self.nsteps, phase="done")
         return result
 
     def analysis_frames(self):
@@ -347,30 +439,56 @@ def run(cfg, run_dir=None, comm=None, overwrite=None, stop_after_s=None, stream=
 
     ``atoms`` replaces the configured model (regions must already be labelled, as
     :func:`~meltquench.structures.split_regions` does); ``calculator`` replaces the configured
-    one (any ASE calculator).
+    one (any ASE calculator). The model is checked before the run folder is made or touched;
+    the run holds the folder's lock to the end.
     """
     comm = get_comm(comm)
-    if run_dir is None:
-        run_dir = cfg.output.directory or rundir.default_run_dir(cfg.output.name, comm)
     overwrite = cfg.output.overwrite if overwrite is None else overwrite
     if atoms is None:
         atoms = build_model(cfg)
     else:
         atoms = atoms.copy()
         check_model(atoms)
-    rundir.prepare_run_dir(run_dir, overwrite, comm)
-    engine = MeltQuench(cfg, run_dir, comm=comm, stop_after_s=stop_after_s, stream=stream,
-                        calculator=calculator)
-    return engine.run(atoms=atoms)
+    if run_dir is None:
+        run_dir = cfg.output.directory or rundir.default_run_dir(cfg.output.name, comm)
+    with rundir.prepare_run_dir(run_dir, overwrite, comm):
+        engine = MeltQuench(cfg, run_dir, comm=comm, stop_after_s=stop_after_s, stream=stream,
+                            calculator=calculator)
+        return engine.run(atoms=atoms)
+
+
+def _json_plain(data):
+    return json.loads(json.dumps(data))
 
 
 def restart(run_dir, comm=None, stop_after_s=None, stream=None, calculator=None):
-    """Continue the run in ``run_dir`` from its last checkpoint, with its own config.yaml."""
+    """Continue the run in ``run_dir`` from its last checkpoint, with its own config.yaml.
+
+    A finished run is left untouched. ``config.yaml`` may differ from the configuration the
+    run ran with only in the keys of :data:`RESTART_MAY_CHANGE`; other changes are refused.
+    """
+    comm = get_comm(comm)
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise UserError(f"--restart: {run_dir} is not a folder")
-    state = rundir.read_checkpoint(run_dir)
+    state = read_checkpoint(run_dir)
+    if state["phase"] == "done":
+        if comm.Get_rank() == 0:
+            print(f"run {run_dir} has already finished: nothing to do (nothing in it was "
+                  "changed)", file=stream or sys.stdout, flush=True)
+        return RunResult(run_dir, atoms_from_checkpoint(state), int(state["step"]))
     cfg = config_from_dict(read_yaml(run_dir / "config.yaml"), source=str(run_dir / "config.yaml"))
-    engine = MeltQuench(cfg, run_dir, comm=comm, stop_after_s=stop_after_s, stream=stream,
-                        calculator=calculator)
-    return engine.run(state=state)
+    allowed, refused = restart_changes(_json_plain(state["config"]), _json_plain(cfg.to_dict()))
+    if refused:
+        changes = "; ".join(f"{key} {old!r} -> {new!r}" for key, old, new in refused)
+        raise UserError(f"--restart cannot continue the run with a changed {changes} (in "
+                        f"{run_dir / 'config.yaml'}): the checkpoint was made with the old "
+                        "value(s); revert them, or start a new run with the new ones")
+    with rundir.RunLock(run_dir, comm):
+        state = read_checkpoint(run_dir)  # as it is now that this process holds the folder
+        engine = MeltQuench(cfg, run_dir, comm=comm, stop_after_s=stop_after_s, stream=stream,
+                            calculator=calculator)
+        if allowed:
+            engine.say("continuing with changed settings: " + "; ".join(
+                f"{key} {old!r} -> {new!r}" for key, old, new in allowed))
+        return engine.run(state=state)

@@ -19,7 +19,8 @@ from .config import config_from_dict, read_yaml, replica_config
 from .driver import restart, run
 from .errors import UserError
 from .kernels.parallel import get_comm
-from .rundir import CHECKPOINT_NAME, prepare_run_dir, read_checkpoint
+from .checkpoint import CHECKPOINT_NAME, read_checkpoint
+from .rundir import RunLock, prepare_run_dir
 
 
 def replica_groups(n_replicas, size):
@@ -45,32 +46,33 @@ def run_replicas(cfg, run_dir, comm=None, overwrite=False, stop_after_s=None, st
                  calculator_factory=None):
     """Run ``cfg.replicas.count`` replicas into ``run_dir/replica-<i>``; returns the summary."""
     comm, sub, mine = _split(comm, cfg.replicas.count)
-    prepare_run_dir(run_dir, overwrite, comm)
-    if comm.Get_rank() == 0:
-        (Path(run_dir) / "replicas.yaml").write_text(cfg.to_yaml())
-    for index in mine:
-        rcfg = replica_config(cfg, index)
-        calc = calculator_factory(index) if calculator_factory else None
-        run(rcfg, run_dir=replica_dir(run_dir, index), comm=sub, overwrite=True,
-            stop_after_s=stop_after_s, stream=stream, calculator=calc)
-    comm.Barrier()
-    return summarise(run_dir, comm=comm)
+    with prepare_run_dir(run_dir, overwrite, comm):
+        if comm.Get_rank() == 0:
+            (Path(run_dir) / "replicas.yaml").write_text(cfg.to_yaml())
+        for index in mine:
+            rcfg = replica_config(cfg, index)
+            calc = calculator_factory(index) if calculator_factory else None
+            run(rcfg, run_dir=replica_dir(run_dir, index), comm=sub, overwrite=True,
+                stop_after_s=stop_after_s, stream=stream, calculator=calc)
+        comm.Barrier()
+        return summarise(run_dir, comm=comm)
 
 
 def restart_replicas(run_dir, comm=None, stop_after_s=None, stream=None):
     """Continue every unfinished replica of ``run_dir`` from its checkpoint."""
     cfg = config_from_dict(read_yaml(Path(run_dir) / "replicas.yaml"))
     comm, sub, mine = _split(comm, cfg.replicas.count)
-    for index in mine:
-        folder = replica_dir(run_dir, index)
-        if (folder / CHECKPOINT_NAME).exists():
-            if read_checkpoint(folder)["phase"] != "done":
-                restart(folder, comm=sub, stop_after_s=stop_after_s, stream=stream)
-        else:  # stopped before its first checkpoint: start it again
-            run(replica_config(cfg, index), run_dir=folder, comm=sub, overwrite=True,
-                stop_after_s=stop_after_s, stream=stream)
-    comm.Barrier()
-    return summarise(run_dir, comm=comm)
+    with RunLock(run_dir, comm):
+        for index in mine:
+            folder = replica_dir(run_dir, index)
+            if (folder / CHECKPOINT_NAME).exists():
+                if read_checkpoint(folder)["phase"] != "done":
+                    restart(folder, comm=sub, stop_after_s=stop_after_s, stream=stream)
+            else:  # stopped before its first checkpoint: start it again
+                run(replica_config(cfg, index), run_dir=folder, comm=sub, overwrite=True,
+                    stop_after_s=stop_after_s, stream=stream)
+        comm.Barrier()
+        return summarise(run_dir, comm=comm)
 
 
 def summarise(run_dir, comm=None):

@@ -1,59 +1,225 @@
-"""Run folders: their names, creation, checkpoints and crash-safe writes.
+"""Run folders: their names, their marker and lock, crash-safe writes and checkpoints.
+
+A run folder carries the marker :data:`MARKER_NAME` (JSON: the run's identity) from its
+creation on: only a marked folder may be replaced (``--overwrite``), and then only the files
+meltquench writes (:data:`RUN_FILES`) are deleted. A run holds an exclusive OS lock on
+:data:`LOCK_NAME` (``fcntl.flock``, released by the kernel when the process ends, however it
+ends): a second writer is refused with the holder's PID and host.
 
 Only rank 0 writes; functions that take ``comm`` are collective (every rank calls them and
 gets the same answer). ASE's ``read``/``write`` are collective under MPI unless given
 ``parallel=False``: code that only rank 0 runs must pass it.
 """
+import fcntl
+import json
 import os
-import pickle
 import shutil
+import socket
+import uuid
 from datetime import datetime
 from pathlib import Path
 
-import numpy as np
-from ase import Atoms
-from ase.constraints import FixAtoms
 from ase.io.trajectory import Trajectory
 
+from . import __version__
+from .checkpoint import CHECKPOINT_NAME, PICKLE_CHECKPOINT_NAME, encode_checkpoint
 from .errors import UserError
-from .structures import fixed_mask
 
-CHECKPOINT_NAME = "checkpoint.pkl"
-CHECKPOINT_VERSION = 1
+MARKER_NAME = ".meltquench-run"
+LOCK_NAME = ".meltquench-lock"
+
+#: What meltquench writes in a run folder: the only names ``--overwrite`` deletes. Folders
+#: end in "/"; ``*`` as in glob. ``vasp/`` is the folder the VASP calculator runs in.
+RUN_FILES = ("config.yaml", "initial.traj", "trajectory.traj", "trajectory.extxyz", "md.log",
+             CHECKPOINT_NAME, PICKLE_CHECKPOINT_NAME, "final.traj", "final.extxyz",
+             "relax.log", "gpaw.txt", "*.tmp", "replicas.yaml", "replicas-summary.json",
+             "replicas-summary.csv", "vasp/")
+#: What meltquench writes in ``analysis/``.
+ANALYSIS_FILES = ("summary.json", "summary.csv", "rdf.json", "rdf_*.png",
+                  "coordination_*.png", "*.tmp")
+
+
+def collective(comm, action):
+    """Run ``action()`` on rank 0 and broadcast its return value; its UserError, or an
+    OSError as one line, is raised on every rank."""
+    error = value = None
+    if comm.Get_rank() == 0:
+        try:
+            value = action()
+        except UserError as exc:
+            error = str(exc)
+        except OSError as exc:
+            where = f" {exc.filename}:" if exc.filename else ""
+            error = f"cannot use the run folder:{where} {exc.strerror or exc}"
+    error, value = comm.bcast((error, value), root=0)
+    if error:
+        raise UserError(error)
+    return value
 
 
 def default_run_dir(name, comm):
-    """``runs/<name>-<YYYYmmdd-HHMMSS>`` (the same on every rank; a suffix if taken)."""
-    if comm.Get_rank() == 0:
+    """``runs/<name>-<YYYYmmdd-HHMMSS>``, created and marked here so that it is this run's
+    alone (an exclusive mkdir: runs started in the same second get ``-2``, ``-3``, ...).
+    Collective; the same path on every rank."""
+    def make():
         stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-        path = Path("runs") / f"{name}-{stamp}"
-        n = 1
-        while path.exists():
-            n += 1
-            path = Path("runs") / f"{name}-{stamp}-{n}"
-    else:
-        path = None
-    return Path(comm.bcast(str(path) if path else None, root=0))
+        Path("runs").mkdir(exist_ok=True)
+        for n in range(1, 10000):
+            path = Path("runs") / (f"{name}-{stamp}" if n == 1 else f"{name}-{stamp}-{n}")
+            try:
+                path.mkdir()
+            except FileExistsError:
+                continue
+            write_marker(path)
+            return str(path)
+        raise UserError(f"no free run folder name for runs/{name}-{stamp}")
+    return Path(collective(comm, make))
+
+
+def write_marker(run_dir):
+    """Mark ``run_dir`` as a meltquench run folder (rank 0)."""
+    marker = {"run_id": uuid.uuid4().hex, "created": datetime.now().isoformat(timespec="seconds"),
+              "host": socket.gethostname(), "pid": os.getpid(), "meltquench": __version__}
+    write_atomic(Path(run_dir) / MARKER_NAME, (json.dumps(marker, indent=1) + "\n").encode())
+
+
+def is_run_dir(run_dir):
+    """Whether ``run_dir`` carries the marker of a meltquench run folder."""
+    return (Path(run_dir) / MARKER_NAME).is_file()
+
+
+class RunLock:
+    """The exclusive lock of one run folder, held from :meth:`acquire` to :meth:`release`
+    (or the end of the process). Rank 0 holds it; on other ranks it holds nothing."""
+
+    def __init__(self, run_dir, comm):
+        self.path = Path(run_dir) / LOCK_NAME
+        self.comm = comm
+        self._fh = None
+
+    def acquire(self):
+        """Take the lock (collective); a UserError naming the holder if another process has
+        it."""
+        collective(self.comm, self._acquire)
+        return self
+
+    def _acquire(self):
+        if self._fh is not None:
+            return  # held already (prepare_run_dir took it)
+        fh = open(self.path, "a+")
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            fh.seek(0)
+            holder = fh.read().strip() or "another process"
+            fh.close()
+            raise UserError(f"run folder {self.path.parent} is in use by {holder}: wait for "
+                            "that run to end (or stop it) before writing here") from None
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"PID {os.getpid()} on host {socket.gethostname()}\n")
+        fh.flush()
+        self._fh = fh
+
+    def release(self):
+        """Give the lock up (closing the file releases the flock)."""
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
+
+    def __enter__(self):
+        return self.acquire()
+
+    def __exit__(self, *exc):
+        self.release()
+
+
+def _remove_ours(folder, patterns):
+    """Delete the entries of ``folder`` matching ``patterns`` (see :data:`RUN_FILES`)."""
+    for pattern in patterns:
+        if pattern.endswith("/"):
+            path = folder / pattern[:-1]
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            continue
+        for path in folder.glob(pattern):
+            if path.is_file() or path.is_symlink():
+                path.unlink()
+
+
+def clear_run_dir(run_dir):
+    """Delete what meltquench wrote in the marked folder ``run_dir`` (rank 0): the names of
+    :data:`RUN_FILES`, the analysis outputs and marked replica folders; anything else stays.
+    Returns the names left that meltquench did not write."""
+    run_dir = Path(run_dir)
+    _remove_ours(run_dir, RUN_FILES)
+    analysis = run_dir / "analysis"
+    if analysis.is_dir() and not analysis.is_symlink():
+        _remove_ours(analysis, ANALYSIS_FILES)
+        if not any(analysis.iterdir()):
+            analysis.rmdir()
+    for replica in run_dir.glob("replica-*"):
+        if replica.is_dir() and not replica.is_symlink() and is_run_dir(replica):
+            clear_run_dir(replica)
+            for name in (MARKER_NAME, LOCK_NAME):
+                (replica / name).unlink(missing_ok=True)
+            if not any(replica.iterdir()):
+                replica.rmdir()
+    return sorted(p.name for p in run_dir.iterdir() if p.name not in (MARKER_NAME, LOCK_NAME))
 
 
 def prepare_run_dir(run_dir, overwrite, comm):
-    """Create ``run_dir`` on rank 0; an existing non-empty folder needs ``overwrite``."""
-    error = None
-    if comm.Get_rank() == 0:
-        run_dir = Path(run_dir)
+    """Create ``run_dir`` for a new run, mark it and lock it; returns the :class:`RunLock`
+    (collective; release it when the run ends).
+
+    An existing folder is used as it is if it holds nothing but a marker and a lock file. A
+    fuller one needs ``overwrite`` and the marker: then only meltquench's files are deleted,
+    once the lock is taken. Anything else is a UserError, before anything is changed.
+    """
+    run_dir = Path(run_dir)
+
+    def check_and_create():
         if run_dir.exists() and not run_dir.is_dir():
-            error = f"run folder {run_dir} exists and is not a folder"
-        elif run_dir.exists() and any(run_dir.iterdir()):
-            if overwrite:
-                shutil.rmtree(run_dir)
-            else:
-                error = (f"run folder {run_dir} already exists: pass --overwrite to replace it, "
-                         f"--restart {run_dir} to continue it, or choose another --output")
-        if error is None:
-            run_dir.mkdir(parents=True, exist_ok=True)
-    error = comm.bcast(error, root=0)
-    if error:
-        raise UserError(error)
+            raise UserError(f"run folder {run_dir} exists and is not a folder")
+        if not run_dir.exists():
+            run_dir.mkdir(parents=True)
+            write_marker(run_dir)
+            return False
+        ours = is_run_dir(run_dir)
+        entries = [p.name for p in run_dir.iterdir() if p.name not in (MARKER_NAME, LOCK_NAME)]
+        if not entries:
+            if not ours:
+                write_marker(run_dir)
+            return False
+        if not overwrite:
+            raise UserError(f"run folder {run_dir} already exists: pass --overwrite to replace "
+                            f"it, --restart {run_dir} to continue it, or choose another --output")
+        if not ours:
+            raise UserError(f"--overwrite refused: {run_dir} was not made by meltquench (it has "
+                            f"no {MARKER_NAME} marker), so nothing in it is deleted; choose "
+                            "another --output or empty it yourself")
+        return True
+
+    replace = collective(comm, check_and_create)
+    lock = RunLock(run_dir, comm).acquire()
+    try:
+        collective(comm, lambda: _check_writable(run_dir))
+        if replace:
+            left = collective(comm, lambda: clear_run_dir(run_dir))
+            if left and comm.Get_rank() == 0:
+                print(f"--overwrite: kept {len(left)} entries meltquench did not write in "
+                      f"{run_dir}: {', '.join(left[:5])}{' ...' if len(left) > 5 else ''}",
+                      flush=True)
+    except BaseException:
+        lock.release()
+        raise
+    return lock
+
+
+def _check_writable(run_dir):
+    probe = Path(run_dir) / ".meltquench-write-test.tmp"
+    probe.write_bytes(b"")
+    probe.unlink()
 
 
 def write_atomic(path, data: bytes):
@@ -87,42 +253,11 @@ def trim_trajectory(path, n_frames):
     os.replace(tmp, path)
 
 
-# --------------------------------------------------------------------------- checkpoints
-def checkpoint_state(atoms, dynamics_state, step, phase, **extra):
-    """The checkpoint of a run at ``step``: the atoms, the integrator's state and ``extra``."""
-    return {"version": CHECKPOINT_VERSION, "step": step, "phase": phase,
-            "numbers": atoms.numbers.copy(), "positions": atoms.positions.copy(),
-            "momenta": atoms.get_momenta(), "masses": atoms.get_masses(),
-            "cell": atoms.cell.array.copy(), "pbc": atoms.pbc.copy(),
-            "tags": atoms.get_tags(), "info": dict(atoms.info),
-            "fixed": np.flatnonzero(fixed_mask(atoms)), "dynamics": dynamics_state, **extra}
 
 
 def write_checkpoint(run_dir, state, comm):
-    """Write ``state`` (rank 0) to the run folder's checkpoint; collective."""
+    """Write ``state`` (rank 0) to the run folder's checkpoint, data only
+    (:mod:`meltquench.checkpoint`); collective."""
     if comm.Get_rank() == 0:
-        write_atomic(Path(run_dir) / CHECKPOINT_NAME, pickle.dumps(state, protocol=4))
+        write_atomic(Path(run_dir) / CHECKPOINT_NAME, encode_checkpoint(state))
     comm.Barrier()
-
-
-def read_checkpoint(run_dir):
-    """The checkpoint of the run in ``run_dir``."""
-    path = Path(run_dir) / CHECKPOINT_NAME
-    if not path.exists():
-        raise UserError(f"no checkpoint in {run_dir}: it is not a meltquench run folder, or the "
-                        "run stopped before its first checkpoint (start it again)")
-    with open(path, "rb") as fh:
-        state = pickle.load(fh)
-    if state.get("version") != CHECKPOINT_VERSION:
-        raise UserError(f"checkpoint {path} was written by another meltquench version")
-    return state
-
-
-def atoms_from_checkpoint(state):
-    """The :class:`~ase.Atoms` a checkpoint holds, with its momenta, tags and FixAtoms."""
-    atoms = Atoms(numbers=state["numbers"], positions=state["positions"], cell=state["cell"],
-                  pbc=state["pbc"], tags=state["tags"], masses=state["masses"],
-                  momenta=state["momenta"], info=state["info"])
-    if len(state["fixed"]):
-        atoms.set_constraint(FixAtoms(indices=state["fixed"]))
-    return atoms

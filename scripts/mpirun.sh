@@ -17,7 +17,7 @@ MPIRUN=${MPIRUN:-mpirun}
 if [ -n "$CONFIG" ]; then SOURCE=("$CONFIG"); else SOURCE=(--preset "$PRESET"); fi
 STOP=(); [ -n "$STOP_AFTER" ] && STOP=(--stop-after "$STOP_AFTER")
 
-if [ -f "$RUN_DIR/checkpoint.pkl" ]; then
+if [ -f "$RUN_DIR/checkpoint.npz" ]; then
   echo "continuing $RUN_DIR from its last checkpoint"
   exec $MPIRUN -np "$NP" meltquench run --restart "$RUN_DIR" "${STOP[@]}" "$@"
 fi

@@ -17,7 +17,7 @@ NP=$(wc -l < "${PBS_NODEFILE:-/dev/null}" 2>/dev/null || echo 1)
 export OMP_NUM_THREADS=1
 cd "${PBS_O_WORKDIR:-.}"
 if [ -n "$CONFIG" ]; then SOURCE=("$CONFIG"); else SOURCE=(--preset "$PRESET"); fi
-if [ -f "$RUN_DIR/checkpoint.pkl" ]; then
+if [ -f "$RUN_DIR/checkpoint.npz" ]; then
   exec mpirun -np "$NP" meltquench run --restart "$RUN_DIR" --stop-after "$STOP_AFTER"
 fi
 meltquench run "${SOURCE[@]}" -o "$RUN_DIR" --dry-run

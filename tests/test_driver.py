@@ -4,7 +4,8 @@ import pytest
 import yaml
 from ase.io import read
 
-from meltquench import driver, progress, rundir
+from meltquench import driver, progress
+from meltquench.checkpoint import read_checkpoint
 from meltquench.config import load_config
 from meltquench.errors import Interrupted, UserError
 from meltquench.observers import StepRecord
@@ -73,8 +74,17 @@ def test_restart_equals_an_uninterrupted_run(tmp_path, thermostat):
     assert np.allclose(a["E_cons"], b["E_cons"], rtol=0, atol=1e-8)
     assert len(read(tmp_path / "full" / "trajectory.traj", ":")) == \
         len(read(tmp_path / "part" / "trajectory.traj", ":"))
-    with pytest.raises(UserError, match="already finished"):
-        driver.restart(tmp_path / "part")
+    # a finished run is left as it is, to the byte and the modification time
+    before = folder_snapshot(tmp_path / "part")
+    again = driver.restart(tmp_path / "part")
+    assert np.array_equal(again.atoms.positions, cont.positions)
+    assert folder_snapshot(tmp_path / "part") == before
+
+
+def folder_snapshot(folder):
+    """{relative path: (bytes, mtime_ns)} of every file under ``folder``."""
+    return {str(p.relative_to(folder)): (p.read_bytes(), p.stat().st_mtime_ns)
+            for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
 def test_outputs_hold_what_they_claim(tmp_path):
@@ -82,7 +92,7 @@ def test_outputs_hold_what_they_claim(tmp_path):
     result = driver.run(cfg, run_dir=tmp_path / "run")
     run = tmp_path / "run"
     for name in ("config.yaml", "initial.traj", "trajectory.traj", "trajectory.extxyz", "md.log",
-                 "checkpoint.pkl", "final.traj", "final.extxyz", "relax.log"):
+                 "checkpoint.npz", "final.traj", "final.extxyz", "relax.log"):
         assert (run / name).is_file(), name
     assert not list(run.glob("*.tmp"))
     # the resolved configuration reads back to the one that ran
@@ -133,7 +143,7 @@ def test_runaway_dynamics_stop_with_a_checkpoint(tmp_path):
     from meltquench.errors import RunawayDynamics
     with pytest.raises(RunawayDynamics, match="checkpoint of step"):
         driver.run(cfg, run_dir=tmp_path / "run")
-    state = rundir.read_checkpoint(tmp_path / "run")
+    state = read_checkpoint(tmp_path / "run")
     assert state["phase"] == "md" and state["step"] == 0
     initial = read(tmp_path / "run" / "initial.traj")
     assert np.allclose(state["positions"], initial.positions)
@@ -157,7 +167,7 @@ def test_scf_failure_stops_with_a_checkpoint_of_the_last_good_step(tmp_path):
     cfg = fast_config()
     with pytest.raises(SCFFailure, match="checkpoint of step 3"):
         driver.run(cfg, run_dir=tmp_path / "run", calculator=Flaky())
-    assert rundir.read_checkpoint(tmp_path / "run")["step"] == 3
+    assert read_checkpoint(tmp_path / "run")["step"] == 3
     assert md_log(tmp_path / "run")["step"][-1] == 3
     # the restart (here with a sound calculator) continues to the end
     result = driver.restart(tmp_path / "run")
