@@ -6,6 +6,7 @@ Bad input ends with one line on standard error and exit code 2 (a traceback only
 (both checkpointed at the last good step), 1 anything unexpected.
 """
 import argparse
+import os
 import sys
 import textwrap
 from pathlib import Path
@@ -49,8 +50,17 @@ def _add_config_args(p):
                    help="override one key, e.g. --set schedule.melt_ps=0.5 (repeatable)")
 
 
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse, with its errors (usage and ``PROG: error: ...`` on every rank, exit 2) raised
+    as a :class:`UserError`, which :func:`main` prints as one line on rank 0 like any bad
+    input. Subparsers are of this class too."""
+
+    def error(self, message):
+        raise UserError(f"{message} (see '{self.prog} --help')")
+
+
 def build_parser():
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="meltquench", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG,
         description="Ab initio melt-quench engine: fix one half of a crystal, melt and quench the "
                     "other half under NVT with DFT forces (GPAW by default), and measure the "
@@ -141,7 +151,8 @@ def cmd_run(args):
     result = driver.run(cfg, overwrite=args.overwrite or cfg.output.overwrite, stop_after_s=stop_after)
     if is_root():
         print(f"\nDone: {result.nsteps} MD steps. Outputs in {result.run_dir}/:")
-        for name in sorted(p.name for p in result.run_dir.iterdir()):
+        for name in sorted(p.name for p in result.run_dir.iterdir()
+                           if not p.name.startswith(".")):
             print(f"  {name}")
         if cfg.output.name == "demo":
             print("\nThis was the demo: a demonstration of the pipeline on a small cell, far too "
@@ -282,23 +293,53 @@ COMMANDS = {"run": cmd_run, "analyse": cmd_analyse, "analyze": cmd_analyse, "bui
             "presets": cmd_presets, "config": cmd_config}
 
 
+#: Where mpirun/mpiexec (Open MPI, PMIx, MPICH/Intel MPI, MVAPICH) tell a process its rank and
+#: the number of ranks, before MPI starts.
+_LAUNCHER_RANK = ("OMPI_COMM_WORLD_RANK", "PMIX_RANK", "PMI_RANK", "MV2_COMM_WORLD_RANK")
+_LAUNCHER_SIZE = ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "MV2_COMM_WORLD_SIZE")
+
+
+def _started_mpi():
+    """mpi4py's MPI module if this process has started MPI (and not yet finished it), else None."""
+    mpi = sys.modules.get("mpi4py.MPI")
+    return mpi if mpi is not None and mpi.Is_initialized() and not mpi.Is_finalized() else None
+
+
 def _rank():
-    if "mpi4py" not in sys.modules:
+    """(rank, number of ranks) of this process: from MPI once it has started, else from the
+    launcher's environment, else (0, 1). Bad input is mostly found before anything starts MPI,
+    and then every rank finds it: the environment tells them apart without starting MPI."""
+    mpi = _started_mpi()
+    if mpi is not None:
+        return mpi.COMM_WORLD.Get_rank(), mpi.COMM_WORLD.Get_size()
+    rank = next((os.environ[k] for k in _LAUNCHER_RANK if k in os.environ), "0")
+    size = next((os.environ[k] for k in _LAUNCHER_SIZE if k in os.environ), "1")
+    try:
+        return int(rank), int(size)
+    except ValueError:
         return 0, 1
-    from mpi4py import MPI
-    return MPI.COMM_WORLD.Get_rank(), MPI.COMM_WORLD.Get_size()
+
+
+def _parse_args(parser, argv):
+    """``parser.parse_args(argv)``; no command means ``run``. Unknown arguments are reported
+    with the command's help, which lists the known ones."""
+    args, unknown = parser.parse_known_args(argv)
+    if args.command is None:
+        args, unknown = parser.parse_known_args(["run"] + argv)
+    if unknown:
+        raise UserError(f"unrecognized arguments: {' '.join(unknown)} (see '{parser.prog} "
+                        f"{args.command} --help')")
+    return args
 
 
 def main(argv=None):
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    command = args.command or "run"
-    if args.command is None:
-        args = parser.parse_args(["run"] + list(argv if argv is not None else sys.argv[1:]))
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = None
     try:
-        return COMMANDS[command](args)
+        args = _parse_args(build_parser(), argv)
+        return COMMANDS[args.command](args)
     except (UserError, RunStopped) as exc:
-        if args.debug:
+        if args is not None and args.debug:
             raise
         rank, _ = _rank()
         if rank == 0:
@@ -309,14 +350,14 @@ def main(argv=None):
         print("meltquench: interrupted", file=sys.stderr)
         return 130
     except Exception as exc:
-        if args.debug:
+        if args is not None and args.debug:
             raise
         rank, size = _rank()
         print(f"meltquench: unexpected error{f' on rank {rank}' if size > 1 else ''}: "
               f"{type(exc).__name__}: {exc} (rerun with --debug for the traceback)", file=sys.stderr)
-        if size > 1:
-            from mpi4py import MPI
-            MPI.COMM_WORLD.Abort(1)
+        mpi = _started_mpi()
+        if mpi is not None and size > 1:  # the other ranks may wait in a collective call
+            mpi.COMM_WORLD.Abort(1)
         return 1
 
 

@@ -10,6 +10,8 @@ Unknown keys are errors with a suggestion of the close match.
 import copy
 import dataclasses
 import difflib
+import math
+import re
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,7 +59,8 @@ class StructureConfig:
 
 @dataclass
 class RegionsConfig:
-    axis: Union[int, str] = _doc(2, "lattice vector the cell is split along: 0/1/2 or a/b/c")
+    axis: Union[int, str] = _doc(2, "lattice vector the cell is split along: 0/1/2 or a/b/c "
+                                  "(not x/y/z, which are Cartesian)")
     melt_fraction: float = _doc(0.5, "fraction of the cell (by fractional coordinate) that melts")
     origin: float = _doc(0.0, "fractional coordinate of the first boundary plane")
     fix_crystal: bool = _doc(True, "hold the crystal half fixed (ASE FixAtoms)")
@@ -259,6 +262,36 @@ def _suggest(word, choices):
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
+# A float as Python writes it (digits may be grouped by "_"), or .inf/.nan, with a sign: every
+# YAML 1.2 core-schema float. PyYAML follows YAML 1.1, whose floats need a dot and a signed
+# exponent ("4.0e+3"), so "4e3", "1e-9", "1E+3" and "-.5" would otherwise be strings. Digits
+# alone ("42") are left to the int resolver.
+_DIGITS = r"[0-9](?:_?[0-9])*"
+_EXPONENT = rf"[eE][-+]?{_DIGITS}"
+_FLOAT = re.compile(rf"^[-+]?(?:(?:{_DIGITS})?\.{_DIGITS}(?:{_EXPONENT})?"  # .5  1.5  1.5e3
+                    rf"|{_DIGITS}\.(?:{_EXPONENT})?"  # 1.  1.e3
+                    rf"|{_DIGITS}{_EXPONENT}"  # 4e3  1E+3
+                    rf"|\.(?:inf|Inf|INF|nan|NaN|NAN))$")
+
+
+class ConfigLoader(yaml.SafeLoader):
+    """PyYAML's safe loader (no Python objects: ``!!python/...`` tags are refused) that also
+    reads every float YAML 1.2 and Python write, e.g. ``4e3``, ``1e-9``, ``1E+3``, ``-.5``.
+
+    Whole numbers stay ints (``42``) and other words stay strings (``sz(dzp)``, ``1,2``): the
+    YAML 1.1 int resolver is tried first, and this float resolver only after the built-in ones.
+    Values keep the units of their keys (``T_melt_K: 4e3`` is 4000 K).
+    """
+
+
+ConfigLoader.add_implicit_resolver("tag:yaml.org,2002:float", _FLOAT, list("-+0123456789."))
+
+
+def load_yaml(text):
+    """Parse YAML ``text`` with :class:`ConfigLoader` (safe; floats as in YAML 1.2)."""
+    return yaml.load(text, Loader=ConfigLoader)
+
+
 def read_yaml(path):
     """Read a YAML configuration file safely into a dict."""
     path = Path(path)
@@ -269,7 +302,7 @@ def read_yaml(path):
     except OSError as exc:
         raise UserError(f"cannot read config file {path}: {exc.strerror}") from None
     try:
-        data = yaml.safe_load(text)
+        data = load_yaml(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
@@ -295,7 +328,7 @@ def parse_set(items):
         for part in parts[:-1]:
             node = node.setdefault(part, {})
         try:
-            node[parts[-1]] = yaml.safe_load(value)
+            node[parts[-1]] = load_yaml(value)
         except yaml.YAMLError:
             raise UserError(f"--set {item!r}: the value is not valid YAML") from None
     return out
@@ -352,12 +385,26 @@ def _section_from_dict(name, data):
     return cls(**kwargs)
 
 
+def _check_finite(value, where):
+    """Refuse inf and nan anywhere in ``value`` (YAML reads .inf, .nan and 1e999 as floats; no
+    key means anything by them): one line naming the key, e.g. ``schedule.melt_ps``."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise UserError(f"{where} must be a finite number, got {value}")
+    if isinstance(value, dict):
+        for key, item in value.items():
+            _check_finite(item, f"{where}.{key}" if where else str(key))
+    elif isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            _check_finite(item, f"{where}[{i}]")
+
+
 def config_from_dict(data, source=None):
     """Validate a nested dict into a :class:`Config` (defaults fill what is missing)."""
     for key in data:
         if key not in SECTIONS:
             raise UserError(f"unknown config section '{key}'{_suggest(key, SECTIONS)}; sections: "
                             f"{', '.join(SECTIONS)}")
+    _check_finite(data, "")
     cfg = Config(**{name: _section_from_dict(name, data.get(name) or {}) for name in SECTIONS},
                  source=source)
     validate(cfg)
@@ -382,7 +429,7 @@ def load_config(path=None, preset=None, overrides=()):
 
 
 # --------------------------------------------------------------------------- validation
-_AXES = {"a": 0, "b": 1, "c": 2, "x": 0, "y": 1, "z": 2}
+_AXES = {"a": 0, "b": 1, "c": 2}
 
 
 def _one_of(where, value, choices):
@@ -402,8 +449,13 @@ def validate(cfg):
     _one_of("structure.defect_stage", st.defect_stage, ("before-melt", "after-quench"))
     if isinstance(st.defects, str):
         _one_of("structure.defects", st.defects, ("paper",))
+    if st.seed < 0:  # checked here: defects made after the quench would find it only then
+        raise UserError(f"structure.seed must be a whole number >= 0, got {st.seed}")
     rg = cfg.regions
     if isinstance(rg.axis, str):
+        if rg.axis.lower() in ("x", "y", "z"):  # Cartesian: equals a/b/c only in a rectangular cell
+            raise UserError(f"regions.axis {rg.axis!r} is a Cartesian direction, but the cell is "
+                            "split along a lattice vector: give 0, 1, 2 or a, b, c")
         if rg.axis.lower() not in _AXES:
             raise UserError(f"regions.axis must be 0, 1, 2 or a, b, c, got {rg.axis!r}")
         rg.axis = _AXES[rg.axis.lower()]

@@ -8,11 +8,13 @@ the mobile half, 0 means "no region". Where the two halves meet is described in
 analysis can find the interface band later from any trajectory frame.
 """
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
 from ase import Atoms
 from ase.constraints import FixAtoms
 from ase.io import read
+from ase.io.formats import UnknownFileTypeError, filetype, ioformats
 from ase.neighborlist import neighbor_list
 from ase.spacegroup import crystal
 
@@ -69,18 +71,51 @@ def _repeat3(repeat):
     return repeat
 
 
+#: What :func:`read_structure` says it expected when a file cannot be read.
+EXPECTED_STRUCTURE = "expected a structure file ASE reads (CIF, POSCAR, extxyz, traj)"
+
+
 def read_structure(path):
-    """Read the last image of any structure file ASE can read (CIF, POSCAR, extxyz, traj...)."""
+    """Read the last image of any structure file ASE can read (CIF, POSCAR, extxyz, traj...).
+
+    A missing, empty or unreadable file is a :class:`UserError` whose one line names the file,
+    the reason (ASE's message, or the format ASE tried when its reader gave none) and what was
+    expected.
+    """
+    path = Path(path)
+    try:
+        empty = path.is_file() and path.stat().st_size == 0
+    except OSError:
+        empty = False
+    if empty:
+        raise UserError(f"cannot read structure file {path}: the file is empty; "
+                        f"{EXPECTED_STRUCTURE}")
     try:
         atoms = read(str(path))
     except FileNotFoundError:
         raise UserError(f"structure file not found: {path}") from None
-    except Exception as exc:  # ASE raises many types for unknown/garbled formats
-        raise UserError(f"cannot read structure file {path}: {exc.__class__.__name__}: {exc} "
-                        "(give a CIF, POSCAR, extxyz or .traj file, or a format ASE names)") from None
+    except UnknownFileTypeError:
+        raise UserError(f"cannot read structure file {path}: ASE cannot tell its format from "
+                        f"the name {path.name!r} or the contents; {EXPECTED_STRUCTURE}") from None
+    except Exception as exc:  # ASE raises many types for garbled files, some with no message
+        raise UserError(f"cannot read structure file {path}: {_read_failure(path, exc)}; "
+                        f"{EXPECTED_STRUCTURE}") from None
     if len(atoms) == 0:
         raise UserError(f"structure file {path} holds no atoms")
     return atoms
+
+
+def _read_failure(path, exc):
+    """Why ASE could not read ``path``, on one line: its message, or the format it tried."""
+    reason = " ".join(str(exc).split())
+    if reason:
+        return f"{reason} ({exc.__class__.__name__})"
+    try:
+        fmt = filetype(str(path), read=False)
+        name = ioformats[fmt].description.replace("-file", " file")  # "CIF-file"
+    except Exception:  # no format from the name: say only that ASE's reader failed
+        return f"ASE's reader failed ({exc.__class__.__name__}) without saying why"
+    return f"not a valid {name} (ASE's {fmt} reader failed: {exc.__class__.__name__})"
 
 
 def split_regions(atoms, axis=2, melt_fraction=0.5, origin=0.0, fix_crystal=True):
