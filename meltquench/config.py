@@ -23,6 +23,7 @@ from .calculators import CalculatorSettings
 from .dynamics import validate_config as validate_dynamics
 from .dynamics.registry import params_by_key
 from .errors import UserError
+from .model import DEFAULT_RELAX_RADIUS_A, RELAX_REGIONS
 from .schedule import melt_quench
 from .structures import BUILDERS
 
@@ -43,9 +44,11 @@ def _doc(default, doc, **kw):
 
 @dataclass
 class StructureConfig:
-    builder: str = _doc("v2o3-rhombohedral", "built-in crystal: 'v2o3' (hexagonal corundum cell, "
-                        "30 atoms) or 'v2o3-rhombohedral' (primitive cell, 10 atoms); ignored when "
-                        "'file' is given")
+    builder: str = _doc("v2o3-basal", "built-in crystal: 'v2o3' (hexagonal corundum cell, 30 "
+                        "atoms), 'v2o3-basal' (10 atoms: hexagonal a, b and the rhombohedral "
+                        "vector (2a+b+c)/3, so a split along c cuts (0 0 1) basal planes) or "
+                        "'v2o3-rhombohedral' (primitive cell, 10 atoms; a split along c cuts "
+                        "(0 1 -1) planes, 73 deg from basal); ignored when 'file' is given")
     file: Optional[str] = _doc(None, "structure file instead of a builder: anything ASE reads "
                                "(CIF, POSCAR, extxyz, traj); relative to the config file")
     repeat: list = _doc([1, 1, 2], "supercell repeat along a, b, c")
@@ -60,7 +63,8 @@ class StructureConfig:
 @dataclass
 class RegionsConfig:
     axis: Union[int, str] = _doc(2, "lattice vector the cell is split along: 0/1/2 or a/b/c "
-                                  "(not x/y/z, which are Cartesian)")
+                                  "(not x/y/z, which are Cartesian); the boundary planes are "
+                                  "spanned by the other two (the plan names the plane)")
     melt_fraction: float = _doc(0.5, "fraction of the cell (by fractional coordinate) that melts")
     origin: float = _doc(0.0, "fractional coordinate of the first boundary plane")
     fix_crystal: bool = _doc(True, "hold the crystal half fixed (ASE FixAtoms)")
@@ -94,6 +98,12 @@ class DynamicsConfig:
                                       "quench: FIRE, BFGS or null")
     relax_fmax: float = _doc(0.03, "force criterion of the final optimisation (eV/Å)")
     relax_steps: int = _doc(20, "maximum optimisation steps")
+    relax_region: str = _doc("melt", "atoms the final optimisation moves: melt (those the MD "
+                             "moved; the crystal half stays as built), melt+defects (also every "
+                             "atom within relax_radius of a defect site, e.g. around the crystal's "
+                             "V vacancies) or all (the whole model)")
+    relax_radius: float = _doc(DEFAULT_RELAX_RADIUS_A, "with relax_region melt+defects: radius "
+                               "(Å) around each defect site within which crystal atoms move too")
     max_temperature_factor: float = _doc(3.0, "runaway guard: stop when the kinetic T of the mobile "
                                          "atoms exceeds this factor times max(target, 1000 K)")
 
@@ -189,10 +199,14 @@ def _paper(**extra):
                      "melt_ps": 6.0, "quench_ps": 9.0, "final_ps": 2.0},
         # LCAO dzp, not PW 450 eV, by default: about ten times cheaper per MD step for 240 atoms
         # with forces close to PW's; set calculator.gpaw.mode: pw for the plane-wave check.
-        "calculator": {"name": "gpaw", "dispersion": "d3bj",
-                       "gpaw": {"mode": "lcao", "basis": "dzp", "ecut": 450.0}},
+        # dispersion: auto gives the paper's D3(BJ) for GPAW and VASP, none for tblite.
+        "calculator": {"name": "gpaw", "gpaw": {"mode": "lcao", "basis": "dzp", "ecut": 450.0}},
+        # The paper fixes half of the supercell for the AIMD only; its geometry optimisations
+        # (0.03 eV/Å) name no constraint, and its crystalline phase is "lattice-distorted"
+        # around the V vacancies: the final optimisation moves the whole model.
         "dynamics": {"thermostat": "nhc", "timestep_fs": 2.0, "tdamp_fs": 100.0,
-                     "final_relax": "BFGS", "relax_fmax": 0.03, "relax_steps": 1000},
+                     "final_relax": "BFGS", "relax_fmax": 0.03, "relax_steps": 1000,
+                     "relax_region": "all"},
         "output": {"checkpoint_interval": 10},
     }
     return deep_merge(base, extra)
@@ -216,8 +230,12 @@ _DEFECTIVE = {
 PRESETS = {
     "demo": {
         "_description": "what 'meltquench run' runs without a config: a pipeline demonstration "
-                        "on 2 cores: 20-atom V2O3, GPAW LCAO sz(dzp), h 0.25 Å, PBE + D3 "
-                        "(no U: see below), 40 fs programme, far too short to amorphise",
+                        "on 2 cores: 20-atom V2O3 split at two (0001) basal planes, GPAW LCAO "
+                        "sz(dzp), h 0.25 Å, PBE + D3 (no U: see below), 40 fs programme, far "
+                        "too short to amorphise",
+        # The model is the defaults': builder v2o3-basal, repeat [1, 1, 2], split along c:
+        # two halves of 10 atoms (V4O6), 4.668 Å thick, between basal planes, as the paper
+        # presets' 240-atom hexagonal cell has them, at a third of the hexagonal cell's cost.
         # PBE+U V2O3 on a 20-atom cell needs 100+ SCF iterations for the first step and can
         # wander between nearly degenerate d-occupation solutions (benchmarks/README.md):
         # far beyond a demo's minutes. The paper presets keep U = 3.25 eV.
@@ -237,12 +255,15 @@ PRESETS = {
         **_paper(output={"name": "paper-defective"}, **_DEFECTIVE),
     },
     "paper-perfect-vasp": {
-        "_description": "paper-perfect with VASP (ENCUT 450, LDAU, IVDW 12, ISYM 0); "
-                        "'meltquench build --write-input DIR' writes INCAR/POSCAR/KPOINTS",
+        "_description": "paper-perfect with VASP's own MD (Nose, the paper's way): "
+                        "'meltquench build --write-input DIR' writes the programme as chained "
+                        "VASP runs (ENCUT 450, PBE+U, V_sv, LASPH, IVDW 12) and "
+                        "DIR/run-programme.sh",
         **_vasp(_paper(output={"name": "paper-perfect-vasp"})),
     },
     "paper-defective-vasp": {
-        "_description": "paper-defective with VASP",
+        "_description": "paper-defective with VASP through the engine's own dynamics "
+                        "('meltquench run'); --write-input refuses it (defects after the quench)",
         **_vasp(_paper(output={"name": "paper-defective-vasp"}, **_DEFECTIVE)),
     },
 }
@@ -471,6 +492,9 @@ def validate(cfg):
             raise UserError(f"dynamics.{key} must be > 0, got {getattr(dy, key)}")
     if dy.final_relax is not None:
         _one_of("dynamics.final_relax", dy.final_relax, ("FIRE", "BFGS"))
+    _one_of("dynamics.relax_region", dy.relax_region, RELAX_REGIONS)
+    if not dy.relax_radius > 0:
+        raise UserError(f"dynamics.relax_radius must be > 0 (Å), got {dy.relax_radius}")
     out = cfg.output
     for key in ("trajectory_interval", "checkpoint_interval"):
         if getattr(out, key) < 1:
@@ -500,6 +524,8 @@ def replica_config(cfg, index):
         data["dynamics"]["seed"] = cfg.dynamics.seed + index
     if "structure.seed" not in vary:
         data["structure"]["seed"] = cfg.structure.seed + index
+    if "calculator.name" in vary and "calculator.dispersion" not in vary:
+        data["calculator"]["dispersion"] = "auto"  # resolved anew for each replica's engine
     for key, values in vary.items():
         section, _, name = key.partition(".")
         node = data[section]

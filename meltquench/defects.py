@@ -22,6 +22,16 @@ fraction that rounds to zero is an error (ask for a count or a larger cell inste
 Species-bound arrays (``numbers``, ``masses``, ``initial_magmoms``, ``initial_charges``) follow
 the species in an antisite; everything else is bound to the site: position, tag, constraint
 and velocity (momenta are rescaled so each site keeps its velocity).
+
+Every function appends the Cartesian positions (Å) of the sites it made (a vacancy's empty
+site, both sites of a swap) to ``atoms.info['defect_positions']`` of the atoms it returns, so
+the final optimisation can free the crystal atoms around them
+(:func:`meltquench.model.relax_mask`, ``dynamics.relax_region: melt+defects``).
+
+Boundary margin: ``boundary_distance`` (Å) keeps a defect's sites at least that far from both
+region boundary planes (:func:`distance_to_boundaries`, measured perpendicular to the planes);
+0 (the default of the functions) allows any site. If the margin leaves fewer candidate sites
+than defects, the error says so and how thick the region is.
 """
 import copy
 import difflib
@@ -62,6 +72,9 @@ _RECIPE_KEYS = {
                  "boundary_distance", "pair_cutoff"),
 }
 
+#: Å: the boundary margin of the O vacancies of :data:`PAPER_DEFECTIVE_RECIPE` (see there).
+PAPER_O_VACANCY_MARGIN = 2.5
+
 #: The paper's defective heterophase (Osman et al., Adv. Sci. 2022, Fig. 4b) as a recipe:
 #: C-V(2-x)O3 in the crystal half, A-V2O(3-x) with antisites in the melt (amorphous) half.
 #: The paper gives no numbers; the fractions below are ours, chosen so that a 120-atom
@@ -74,9 +87,17 @@ _RECIPE_KEYS = {
 #:   interface layer (the V 0.18 Å from the boundary plane in the hexagonal cell) that melt
 #:   atoms could fill;
 #: - O vacancies: 8 % of the melt-half O (3 of 36, 6 of 72), so the amorphous half is
-#:   V24O33 = V2O(3-x) with x = 0.25; at least 3 Å apart (beyond the O-O first shell);
+#:   V24O33 = V2O(3-x) with x = 0.25; at least 3 Å apart (beyond the O-O first shell) and
+#:   :data:`PAPER_O_VACANCY_MARGIN` = 2.5 Å from the boundary planes. Crystal atoms lie on the
+#:   other side of a plane, so such a vacancy is at least 2.5 Å from every crystal atom: beyond
+#:   the crystal's V-O bonds (1.97-2.05 Å) and the 2.3 Å V-O coordination cutoff, it takes no O
+#:   from a crystal V and is a defect of the amorphous half, not of the interface. Without the
+#:   margin the O layers 1.17 Å from the planes (a third of the melt-half O at 240 atoms) were
+#:   candidates too, and in one seed 3 of 6 O vacancies landed there;
 #: - antisites: V<->O swaps of neighbouring sites for 8 % of the melt-half V (2 pairs of 24,
-#:   4 of 48), composition unchanged, at least 3 Å from each other and from the O vacancies.
+#:   4 of 48), composition unchanged, at least 3 Å from each other and from the O vacancies;
+#:   no boundary margin (with 2.5 Å the swaps of the 120-atom model could be placed in only
+#:   1 seed of 40).
 #:
 #: The whole cell stays V2O3 on average (V46O69 at 120 atoms): the x are per region.
 #: The recipe can be applied before the melt or after the quench; swaps made before a 4000 K
@@ -86,7 +107,7 @@ PAPER_DEFECTIVE_RECIPE = [
     {"kind": "vacancy", "species": "V", "region": "crystal", "fraction": 0.08,
      "min_distance": 4.0, "boundary_distance": 1.0},
     {"kind": "vacancy", "species": "O", "region": "melt", "fraction": 0.08,
-     "min_distance": 3.0},
+     "min_distance": 3.0, "boundary_distance": PAPER_O_VACANCY_MARGIN},
     {"kind": "antisite", "mode": "swap", "species": ["V", "O"], "region": "melt",
      "fraction": 0.08, "min_distance": 3.0},
 ]
@@ -160,6 +181,8 @@ def make_vacancies(atoms, species, *, region="crystal", count=None, fraction=Non
     if n >= len(atoms):
         raise UserError(f"cannot remove all {len(atoms)} atoms of the cell")
     eligible = of_species & _far_from_boundaries(atoms, boundary_distance)
+    _check_margin(atoms, region, n, "vacancies", int(eligible.sum()), n_total, where,
+                  boundary_distance)
     chosen = _pick_sites(rng, atoms, np.flatnonzero(eligible), n, min_distance, avoid)
     if len(chosen) < n:
         raise UserError(_shortfall("vacancies", n, len(chosen), where, n_total,
@@ -169,6 +192,7 @@ def make_vacancies(atoms, species, *, region="crystal", count=None, fraction=Non
                             (tuple(float(x) for x in atoms.positions[i]),)) for i in chosen]
     keep = np.ones(len(atoms), bool)
     keep[chosen] = False
+    _note_sites(new, records)
     return _delete(new, keep), records
 
 
@@ -212,6 +236,8 @@ def make_antisites(atoms, *, region="melt", count=None, fraction=None, mode="swa
     velocities = atoms.get_velocities() if "momenta" in atoms.arrays else None
     if mode == "substitute":
         eligible = mask & (symbols == second) & far
+        _check_margin(atoms, region, n, "substitutions", int(eligible.sum()), n_total, where,
+                      boundary_distance)
         chosen = np.sort(_pick_sites(rng, atoms, np.flatnonzero(eligible), n, min_distance,
                                      avoid))
         if len(chosen) < n:
@@ -227,6 +253,8 @@ def make_antisites(atoms, *, region="melt", count=None, fraction=None, mode="swa
     else:
         cations = np.flatnonzero(mask & (symbols == first) & far)
         anions = mask & (symbols == second) & far
+        _check_margin(atoms, region, n, "swaps", len(cations), n_total, where,
+                      boundary_distance)
         pairs = _pick_pairs(rng, atoms, cations, anions, n, min_distance, pair_cutoff, avoid)
         if len(pairs) < n:
             raise UserError(
@@ -246,6 +274,7 @@ def make_antisites(atoms, *, region="melt", count=None, fraction=None, mode="swa
                                 mode="swap", new_species=(second, first)) for i, j in pairs]
     if velocities is not None:
         new.set_momenta(new.get_masses()[:, None] * velocities, apply_constraint=False)
+    _note_sites(new, records)
     return new, records
 
 
@@ -424,6 +453,31 @@ def _resolve_count(count, fraction, n_total, where):
     return n
 
 
+def _check_margin(atoms, region, n, what, n_eligible, n_total, where, boundary_distance):
+    """A clear error when ``boundary_distance`` leaves fewer than ``n`` candidate sites."""
+    if boundary_distance <= 0 or n_eligible >= n:
+        return
+    text = (f"boundary_distance = {boundary_distance:g} Å leaves {n_eligible} of the {n_total} "
+            f"{where} as candidates for {n} {what}")
+    thickness = _region_thickness(atoms, region)
+    if thickness is not None and boundary_distance >= thickness / 2:
+        text += (f": the {region} region is {thickness:.2f} Å thick, so no site is "
+                 f"{boundary_distance:g} Å from both of its boundary planes")
+    raise UserError(text + "; lower boundary_distance or the count, or make the region thicker "
+                    "(structure.repeat along the split axis)")
+
+
+def _region_thickness(atoms, region):
+    """Thickness (Å, perpendicular to the boundary planes) of ``region``, or None."""
+    if region not in REGION_CODES or "region_planes" not in atoms.info:
+        return None
+    axis = int(atoms.info["region_axis"])
+    p0, p1 = (float(p) for p in np.asarray(atoms.info["region_planes"], float).ravel())
+    crystal = (p1 - p0) % 1.0
+    share = crystal if region == "crystal" else 1.0 - crystal
+    return share * plane_spacings(atoms.cell.array)[axis]
+
+
 def _shortfall(what, wanted, got, where, n_total, n_eligible, min_distance, boundary_distance):
     text = f"could place only {got} of {wanted} {what} among the {n_total} {where}"
     if boundary_distance > 0:
@@ -485,6 +539,13 @@ def _copy(atoms):
     new.info = copy.deepcopy(atoms.info)
     new.info.setdefault("pristine_formula", _formula(atoms.get_chemical_symbols()))
     return new
+
+
+def _note_sites(atoms, records):
+    """Append the sites of ``records`` to ``atoms.info['defect_positions']`` (Å, lists)."""
+    known = np.asarray(atoms.info.get("defect_positions", []), float).reshape(-1, 3).tolist()
+    atoms.info["defect_positions"] = known + [[float(x) for x in p] for r in records
+                                              for p in r.positions]
 
 
 def _delete(atoms, keep):

@@ -6,6 +6,14 @@ the mobile half, 0 means "no region". Where the two halves meet is described in
 ``atoms.info['region_axis']`` (0, 1 or 2: the lattice vector the split runs along) and
 ``atoms.info['region_planes']`` (the fractional coordinates of the two boundary planes), so
 analysis can find the interface band later from any trajectory frame.
+
+Which crystal plane the split cut is said in ``atoms.info`` too (:func:`boundary_geometry`):
+``region_plane_hkl`` (its Miller indices), ``region_plane_axes`` ('hexagonal': of the
+conventional hexagonal cell in ``atoms.info['conventional_cell']``, which the V2O3 builders
+set; 'cell': of the cell's own lattice vectors), ``region_plane_angle_deg`` (between the plane
+normal and the split lattice vector), ``region_plane_to_c_deg`` (between the plane normal and
+the hexagonal c axis; hexagonal axes only) and ``region_thickness_A`` (crystal and melt half,
+measured perpendicular to the planes).
 """
 from collections import Counter
 from pathlib import Path
@@ -15,6 +23,7 @@ from ase import Atoms
 from ase.constraints import FixAtoms
 from ase.io import read
 from ase.io.formats import UnknownFileTypeError, filetype, ioformats
+from ase.lattice import identify_lattice
 from ase.neighborlist import neighbor_list
 from ase.spacegroup import crystal
 
@@ -35,31 +44,93 @@ V2O3_X_O = 0.3124
 def v2o3_corundum(repeat=(1, 1, 1)):
     """Corundum V2O3 in the hexagonal setting (30 atoms per cell, V12 O18), repeated.
 
-    Every V has 6 O neighbours (1.969 Å x3, 2.052 Å x3) and every O has 4 V.
+    Every V has 6 O neighbours (1.969 Å x3, 2.052 Å x3) and every O has 4 V. Lattice vector c
+    is perpendicular to a and b: a split along c cuts (0 0 1) basal planes.
     """
-    atoms = crystal(["V", "O"], basis=[(0, 0, V2O3_Z_V), (V2O3_X_O, 0, 0.25)], spacegroup=167,
-                    cellpar=[V2O3_A, V2O3_A, V2O3_C, 90, 90, 120])
+    atoms = _hexagonal()
     return atoms.repeat(_repeat3(repeat))
 
 
 def v2o3_rhombohedral(repeat=(1, 1, 1)):
-    """Corundum V2O3 in its rhombohedral primitive cell (10 atoms, V4 O6), repeated."""
-    hexagonal = v2o3_corundum()
+    """Corundum V2O3 in its rhombohedral primitive cell (10 atoms, V4 O6), repeated.
+
+    Its vectors are (2a+b+c)/3, (-a+b+c)/3 and (-a-2b+c)/3 of the hexagonal cell (obverse
+    setting), each 41.5 degrees from the plane normal of the other two: a split along any of
+    them cuts oblique planes, e.g. along the third the (0 1 -1) planes, whose normal is 73
+    degrees from the hexagonal c axis.
+    """
+    hexagonal = _hexagonal()
     a, b, c = hexagonal.cell
-    # Rhombohedral primitive vectors of an R-centred hexagonal lattice (obverse setting).
     prim = np.array([(2 * a + b + c) / 3, (-a + b + c) / 3, (-a - 2 * b + c) / 3])
-    frac = hexagonal.cell.scaled_positions(hexagonal.positions) @ hexagonal.cell.array
-    scaled = np.linalg.solve(prim.T, frac.T).T % 1.0
+    return _in_cell(hexagonal, prim).repeat(_repeat3(repeat))
+
+
+def v2o3_basal(repeat=(1, 1, 1)):
+    """Corundum V2O3 in a 10-atom cell (V4 O6) whose split along c cuts basal planes, repeated.
+
+    The cell is spanned by the hexagonal a and b and the rhombohedral lattice vector
+    (2a+b+c)/3, a third of the hexagonal cell (the shortest lattice vector out of the basal
+    plane is c/3 high: the R lattice has no vector along c shorter than c itself). The third
+    vector leans 31.5 degrees from c, but the planes a split along it cuts are spanned by a and
+    b: (0 0 1) basal planes, as in the 30-atom hexagonal cell. Each repeat along c adds a
+    block c/3 = 4.668 Å high of 10 atoms (V4 O6), so repeat (1, 1, 2) gives two
+    halves of 10 atoms (V4 O6) each, 4.668 Å thick, between basal planes that cut corundum where
+    the hexagonal cell's plane z = 0 does (between the two V of a face-sharing pair).
+    """
+    hexagonal = _hexagonal()
+    a, b, c = hexagonal.cell
+    return _in_cell(hexagonal, np.array([a, b, (2 * a + b + c) / 3])).repeat(_repeat3(repeat))
+
+
+def _hexagonal():
+    """One hexagonal cell of corundum V2O3; ``info['conventional_cell']`` is that cell (next to
+    the ``spacegroup`` and ``unit_cell`` entries ASE's ``crystal`` leaves)."""
+    atoms = crystal(["V", "O"], basis=[(0, 0, V2O3_Z_V), (V2O3_X_O, 0, 0.25)], spacegroup=167,
+                    cellpar=[V2O3_A, V2O3_A, V2O3_C, 90, 90, 120])
+    atoms.info["conventional_cell"] = atoms.cell.array.tolist()
+    return atoms
+
+
+def _in_cell(atoms, cell):
+    """The atoms of ``atoms`` (a periodic crystal) in the smaller cell ``cell`` (rows, Å):
+    positions taken modulo the new cell, images of one site kept once, in ``atoms``'s order."""
+    frac = atoms.cell.scaled_positions(atoms.positions) @ atoms.cell.array
+    scaled = np.linalg.solve(cell.T, frac.T).T % 1.0
     keep, seen = [], []
     for i, s in enumerate(scaled):
         if not any(np.allclose((s - t + 0.5) % 1.0 - 0.5, 0, atol=1e-6) for t in seen):
             seen.append(s)
             keep.append(i)
-    atoms = Atoms(hexagonal.numbers[keep], scaled_positions=np.array(seen), cell=prim, pbc=True)
-    return atoms.repeat(_repeat3(repeat))
+    new = Atoms(atoms.numbers[keep], scaled_positions=np.array(seen), cell=cell, pbc=True)
+    new.info = {"conventional_cell": atoms.info["conventional_cell"]}
+    return new
 
 
-BUILDERS = {"v2o3": v2o3_corundum, "v2o3-rhombohedral": v2o3_rhombohedral}
+BUILDERS = {"v2o3": v2o3_corundum, "v2o3-rhombohedral": v2o3_rhombohedral,
+            "v2o3-basal": v2o3_basal}
+
+
+def conventional_hexagonal_cell(cell, eps=2e-4):
+    """The hexagonal axes (rows, Å) of a hexagonal or rhombohedral lattice, else None.
+
+    ``cell`` is one cell of the lattice (a primitive one for a rhombohedral lattice: a
+    supercell of it is not recognised). A hexagonal lattice gives its own a, b, c (lengths a,
+    a, c, angles 90, 90, 120); a rhombohedral one r1, r2, r3 (equal lengths and angles) gives
+    the obverse hexagonal setting a = r1 - r2, b = r2 - r3, c = r1 + r2 + r3, three times its
+    volume. ASE's :func:`ase.lattice.identify_lattice` recognises the lattice (tolerance
+    ``eps``); no symmetry of the atoms is looked at.
+    """
+    try:
+        lat, op = identify_lattice(cell, eps=eps)
+    except Exception:  # ASE gives up on some degenerate cells: then nothing is known
+        return None
+    rows = np.asarray(op, float) @ np.asarray(cell, float)
+    if lat.name == "HEX":
+        return rows
+    if lat.name == "RHL":
+        r1, r2, r3 = rows
+        return np.array([r1 - r2, r2 - r3, r1 + r2 + r3])
+    return None
 
 
 def _repeat3(repeat):
@@ -123,10 +194,12 @@ def split_regions(atoms, axis=2, melt_fraction=0.5, origin=0.0, fix_crystal=True
 
     The cell is cut along lattice vector ``axis`` by fractional coordinate: an atom with
     ``(s - origin) mod 1 < 1 - melt_fraction`` is crystal, the rest is melt. The two
-    boundary planes sit at ``origin`` and ``origin + 1 - melt_fraction``. With
-    ``fix_crystal`` the crystal atoms are held by an ASE :class:`FixAtoms` constraint, together
-    with any atoms a FixAtoms already held (e.g. from a POSCAR's selective dynamics). Returns
-    ``atoms``.
+    boundary planes sit at ``origin`` and ``origin + 1 - melt_fraction``; they are spanned by
+    the other two lattice vectors, whatever the angle of ``axis`` to them, and
+    :func:`boundary_geometry` says which crystal plane that is (stored in ``atoms.info``, see
+    the module's documentation). With ``fix_crystal`` the crystal atoms are held by an ASE
+    :class:`FixAtoms` constraint, together with any atoms a FixAtoms already held (e.g. from a
+    POSCAR's selective dynamics). Returns ``atoms``.
     """
     if axis not in (0, 1, 2):
         raise UserError(f"regions.axis must be 0, 1 or 2 (a, b or c), got {axis!r}")
@@ -140,6 +213,14 @@ def split_regions(atoms, axis=2, melt_fraction=0.5, origin=0.0, fix_crystal=True
     atoms.set_tags(tags)
     atoms.info["region_axis"] = int(axis)
     atoms.info["region_planes"] = [float(origin % 1.0), float((origin + crystal_fraction) % 1.0)]
+    plane = boundary_geometry(atoms)
+    atoms.info["region_plane_hkl"] = plane["hkl"]
+    atoms.info["region_plane_axes"] = plane["axes"]
+    atoms.info["region_plane_angle_deg"] = plane["angle_deg"]
+    if plane["normal_to_c_deg"] is not None:
+        atoms.info["region_plane_to_c_deg"] = plane["normal_to_c_deg"]
+    atoms.info["region_thickness_A"] = [plane["thickness_A"]["crystal"],
+                                        plane["thickness_A"]["melt"]]
     for code, name in REGION_NAMES.items():
         if not np.any(tags == code):
             raise UserError(f"the {name} region has no atoms: with {len(atoms)} atoms along axis "
@@ -150,6 +231,98 @@ def split_regions(atoms, axis=2, melt_fraction=0.5, origin=0.0, fix_crystal=True
         others = [c for c in atoms.constraints if not isinstance(c, FixAtoms)]
         atoms.set_constraint(others + [FixAtoms(mask=fixed)])
     return atoms
+
+
+def boundary_geometry(atoms):
+    """Which plane the region split of ``atoms`` cut, and how thick its halves are.
+
+    Needs ``atoms.info['region_axis']`` and ``['region_planes']`` (:func:`split_regions`).
+    Returns a dict:
+
+    - ``hkl``: the Miller indices (smallest whole numbers, first non-zero one positive) of
+      the boundary planes, the lattice planes spanned by the two lattice vectors other than
+      ``region_axis``; None if they are no rational plane of that cell;
+    - ``axes``: what ``hkl`` refers to: 'hexagonal' (the conventional hexagonal cell
+      ``atoms.info['conventional_cell']``, rows in Å, which the V2O3 builders set and
+      :func:`meltquench.model.build_model` sets for a structure file whose cell is hexagonal or
+      rhombohedral) or 'cell' (the cell's own lattice vectors: always (1 0 0), (0 1 0) or
+      (0 0 1));
+    - ``angle_deg``: the angle between the plane normal and lattice vector ``region_axis``
+      (0 when that vector is perpendicular to the planes);
+    - ``normal_to_c_deg``: with hexagonal axes, the angle between the plane normal and the
+      hexagonal c axis (0 for basal planes), else None;
+    - ``spacing_A``: the period of the cell perpendicular to the planes (Å);
+    - ``thickness_A``: ``{'crystal': ..., 'melt': ...}``, each half's thickness measured
+      perpendicular to the planes (Å); they add up to ``spacing_A``.
+    """
+    axis = int(atoms.info["region_axis"])
+    p0, p1 = (float(p) for p in np.asarray(atoms.info["region_planes"], float).ravel())
+    cell = atoms.cell.array
+    normal = np.linalg.inv(cell)[:, axis]  # reciprocal vector (no 2 pi): normal to the planes
+    spacing = 1.0 / np.linalg.norm(normal)
+    cos = abs(normal @ cell[axis]) / (np.linalg.norm(normal) * np.linalg.norm(cell[axis]))
+    crystal_fraction = (p1 - p0) % 1.0
+    conventional = atoms.info.get("conventional_cell")
+    to_c = None
+    if conventional is not None:
+        conventional = np.asarray(conventional, float).reshape(3, 3)
+        axes, hkl = "hexagonal", _miller(conventional @ normal)
+        c = conventional[2]
+        to_c = _angle(abs(normal @ c) / (np.linalg.norm(normal) * np.linalg.norm(c)))
+    else:
+        axes, hkl = "cell", [int(k == axis) for k in range(3)]
+    return {"hkl": hkl, "axes": axes, "angle_deg": _angle(cos), "normal_to_c_deg": to_c,
+            "spacing_A": float(spacing),
+            "thickness_A": {"crystal": float(crystal_fraction * spacing),
+                            "melt": float((1.0 - crystal_fraction) * spacing)}}
+
+
+def _angle(cos):
+    return float(np.degrees(np.arccos(min(max(cos, -1.0), 1.0))))
+
+
+def _miller(g, max_denominator=24, tol=1e-4):
+    """Smallest whole numbers proportional to ``g`` (first non-zero positive), or None."""
+    g = np.asarray(g, float)
+    scale = np.abs(g).max()
+    if scale == 0:
+        return None
+    g = g / scale
+    g[np.abs(g) < tol] = 0.0
+    for m in range(1, max_denominator + 1):
+        v = g * m
+        if np.all(np.abs(v - np.round(v)) < tol * m):
+            hkl = np.round(v).astype(int)
+            hkl //= np.gcd.reduce(np.abs(hkl))
+            if hkl[np.flatnonzero(hkl)[0]] < 0:
+                hkl = -hkl
+            return [int(k) for k in hkl]
+    return None
+
+
+def boundary_text(atoms):
+    """One line on the boundary planes of a split cell, from :func:`boundary_geometry`, e.g.
+    ``boundary planes: (0 0 1) of the hexagonal cell ((0 0 0 1), basal), spanned by cell
+    vectors a and b; normal 31.5 deg from the split vector c and 0.0 deg from the hexagonal c
+    axis; halves 4.668 Å (crystal) and 4.668 Å (melt) thick, perpendicular to the planes``."""
+    g = boundary_geometry(atoms)
+    axis = int(atoms.info["region_axis"])
+    others = " and ".join("abc"[k] for k in range(3) if k != axis)
+    if g["hkl"] is None:
+        plane = "no rational plane of the hexagonal cell"
+    elif g["axes"] == "hexagonal":
+        h, k, l = g["hkl"]
+        plane = (f"({h} {k} {l}) of the hexagonal cell (({h} {k} {-(h + k)} {l})"
+                 + (", basal)" if (h, k) == (0, 0) else ")"))
+    else:
+        plane = "({} {} {}) of the cell's own lattice vectors".format(*g["hkl"])
+    normal = f"normal {g['angle_deg']:.1f} deg from the split vector {'abc'[axis]}"
+    if g["normal_to_c_deg"] is not None:
+        normal += f" and {g['normal_to_c_deg']:.1f} deg from the hexagonal c axis"
+    t = g["thickness_A"]
+    return (f"boundary planes: {plane}, spanned by cell vectors {others}; {normal}; halves "
+            f"{t['crystal']:.3f} Å (crystal) and {t['melt']:.3f} Å (melt) thick, perpendicular "
+            "to the planes")
 
 
 def region_mask(atoms, name):
@@ -179,7 +352,8 @@ def region_report(atoms):
 
 
 def format_region_report(atoms):
-    """One line per region: ``crystal (fixed): 15 atoms  O 9  V 6``."""
+    """One line per region: ``crystal (fixed): 15 atoms  O 9  V 6``; then, for a split cell,
+    the line of :func:`boundary_text` (which plane was cut, how thick the halves are)."""
     fixed = fixed_mask(atoms)
     lines = []
     for name, counts in region_report(atoms).items():
@@ -187,6 +361,8 @@ def format_region_report(atoms):
         state = "fixed" if mask.any() and fixed[mask].all() else "mobile"
         species = "  ".join(f"{s} {n}" for s, n in counts.items())
         lines.append(f"{name} ({state}): {int(mask.sum())} atoms  {species}")
+    if "region_axis" in atoms.info and "region_planes" in atoms.info:
+        lines.append(boundary_text(atoms))
     return "\n".join(lines)
 
 
