@@ -11,13 +11,13 @@ import sys
 import textwrap
 from pathlib import Path
 
-from ase.calculators.vasp import Vasp
 from ase.config import cfg as ase_cfg
 from ase.io import write
 
-from . import __version__, driver
+from . import __version__, calculators, driver
 from .analysis import REGIONS, analyse
-from .calculators import vasp_parameters
+from .calculators import prepare_atoms, programme_stages, write_vasp_programme
+from .calculators.vasp import check_potcars, programme_table, starting_velocities
 from .config import PRESETS, describe_keys, load_config
 from .errors import RunStopped, UserError
 from .kernels.parallel import get_comm, is_root
@@ -95,9 +95,11 @@ def build_parser():
                    help="output file, any format ASE writes (default model.traj; extxyz keeps the "
                    "region labels as tags)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing file")
-    p.add_argument("--write-input", metavar="DIR", help="also write the calculator's input files "
-                   "for this model into DIR (VASP: INCAR, POSCAR with selective dynamics, KPOINTS, "
-                   "POTCAR; needs VASP_PP_PATH)")
+    p.add_argument("--write-input", metavar="DIR", help="also write the VASP input of the whole "
+                   "programme for this model into DIR: one folder per VASP run (heat, melt, quench, "
+                   "hold as MD with the Nose thermostat, then the optimisation) with INCAR, "
+                   "KPOINTS, POTCAR, the first one's POSCAR (selective dynamics, starting "
+                   "velocities), and DIR/run-programme.sh that chains them; needs VASP_PP_PATH")
 
     sub.add_parser("presets", help="list the presets with their cost")
 
@@ -167,6 +169,8 @@ def cmd_build(args):
     out = Path(args.output)
     if out.exists() and not args.overwrite:
         raise UserError(f"{out} already exists: pass --overwrite to replace it")
+    if args.write_input:
+        check_calculator_input(cfg, Path(args.write_input), args.overwrite, atoms)
     if is_root():
         try:
             write(out, atoms, parallel=False)
@@ -179,24 +183,58 @@ def cmd_build(args):
     return 0
 
 
-def write_calculator_input(cfg, atoms, folder, overwrite=False):
-    """Write the VASP input files of ``cfg`` for ``atoms`` into ``folder`` (no VASP needed)."""
+def check_calculator_input(cfg, folder, overwrite=False, atoms=None):
+    """Raise :class:`UserError` unless ``--write-input`` can write ``folder`` for ``cfg``;
+    return the VASP runs it will write (:func:`~meltquench.calculators.programme_stages`)."""
     if cfg.calculator.name != "vasp":
         raise UserError(f"--write-input writes VASP input files; the calculator here is "
                         f"{cfg.calculator.name} (use a *-vasp preset or calculator.name=vasp)")
+    st = cfg.structure
+    if st.defects and st.defect_stage == "after-quench":
+        raise UserError("the chained VASP runs cannot make defects between the quench and the "
+                        "optimisation (structure.defect_stage: after-quench): run the engine's "
+                        "own dynamics with VASP ('meltquench run'), or set "
+                        "structure.defect_stage=before-melt")
     if "VASP_PP_PATH" not in ase_cfg:
         raise UserError("VASP_PP_PATH is not set: point it at the folder holding potpaw_PBE "
                         "(the POTCAR files come from your VASP licence)")
+    if folder.exists() and not folder.is_dir():
+        raise UserError(f"--write-input {folder} is a file, not a folder")
     if folder.exists() and any(folder.iterdir()) and not overwrite:
         raise UserError(f"{folder} is not empty: pass --overwrite to write into it")
+    dy = cfg.dynamics
+    runs = programme_stages(cfg.calculator.vasp, cfg.build_schedule(), dy.timestep_fs,
+                            relax_fmax=dy.relax_fmax if dy.final_relax else None,
+                            relax_steps=dy.relax_steps)
+    for run in runs:  # --overwrite never mixes new input with a VASP run's output
+        ran = [name for name in ("done", "OUTCAR", "CONTCAR")
+               if (folder / run.folder / name).exists()]
+        if ran:
+            raise UserError(f"{folder / run.folder} holds the output of a VASP run "
+                            f"({', '.join(ran)}): write the input into a new folder")
+    if atoms is not None:
+        check_potcars(cfg.calculator.vasp, atoms)
+    return runs
+
+
+def write_calculator_input(cfg, atoms, folder, overwrite=False):
+    """Write the VASP input of ``cfg``'s whole programme for ``atoms`` into ``folder``: one
+    folder per VASP run and ``run-programme.sh`` that chains them (no VASP needed).
+
+    The runs follow ``cfg``'s schedule and time step (VASP's own MD with its Nosé
+    thermostat, the paper's way), then the final optimisation; the first run starts from the
+    velocities ``meltquench run`` would draw (``dynamics.seed``, zero on fixed atoms).
+    """
+    runs = check_calculator_input(cfg, folder, overwrite)
+    c = cfg.calculator
+    atoms = prepare_atoms(c, atoms.copy())
+    starting_velocities(atoms, cfg.build_schedule().temperature(0.0), cfg.dynamics.seed)
     folder.mkdir(parents=True, exist_ok=True)
-    calc = Vasp(directory=str(folder), **vasp_parameters(cfg.calculator.vasp,
-                                                         dispersion=cfg.calculator.dispersion))
-    try:
-        calc.write_input(atoms)
-    except RuntimeError as exc:  # ASE: no POTCAR for an element
-        raise UserError(f"cannot write the VASP input: {str(exc).split(chr(10))[-1].strip()}") from None
-    print(f"VASP input ({', '.join(sorted(p.name for p in folder.iterdir()))}) written to {folder}")
+    script = write_vasp_programme(c.vasp, atoms, folder, runs=runs, dispersion=c.dispersion,
+                                  spinpol=c.spinpol, title=cfg.output.name)
+    print(f"VASP input of the programme written to {folder}: {calculators.describe(c)}")
+    print("\n".join("  " + line for line in programme_table(runs)))
+    print(f"run it with: VASP_COMMAND='srun vasp_gam' {script}")
 
 
 def cmd_presets(args):

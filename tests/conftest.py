@@ -42,9 +42,10 @@ def mpirun():
 
 @pytest.fixture
 def fake_potcars(tmp_path, monkeypatch):
-    """Stand-in VASP POTCARs for V and O (VASP's are licensed), with VASP_PP_PATH set to them."""
+    """Stand-in VASP POTCARs for V, V_sv (the default) and O (VASP's are licensed), with
+    VASP_PP_PATH set to them."""
     pp = tmp_path / "pp"
-    for element in ("V", "O"):
+    for element in ("V", "V_sv", "O"):
         (pp / "potpaw_PBE" / element).mkdir(parents=True)
         (pp / "potpaw_PBE" / element / "POTCAR").write_text(f" PAW_PBE {element} 06Sep2000\n")
     monkeypatch.setenv("VASP_PP_PATH", str(pp))

@@ -239,7 +239,8 @@ def test_python_defaults_are_the_cli_defaults(tmp_path):
     cli = load_config().calculator
     assert CalculatorSettings.from_dict({}) == cli == CalculatorSettings()
     assert cli.gpaw.basis == "sz(dzp)" and cli.dispersion == "d3bj"
-    assert describe({}) == describe(cli) == "GPAW LCAO sz(dzp), PBE, U 3.25 eV on V d, D3(BJ)"
+    assert describe({}) == describe(cli) == ("GPAW LCAO sz(dzp), PBE, U 3.25 eV on V d, "
+                                             "smearing max(kT, 0.05 eV), D3(BJ)")
     python = make_calculator({}, directory=tmp_path / "python")
     run = make_calculator(cli, directory=tmp_path / "cli")
     for a, b in ((python, run), *zip(python.mixer.calcs, run.mixer.calcs)):
@@ -262,3 +263,30 @@ def test_tblite_gfn1_runs_on_a_periodic_oxide(tmp_path):
     forces = atoms.get_forces()
     assert np.isfinite(atoms.get_potential_energy())
     assert np.abs(forces.sum(axis=0)).max() < 1e-6 < np.abs(forces).max()
+
+
+def test_electronic_temperature_follows_the_target_and_keeps_the_results(tmp_path, monkeypatch,
+                                                                       fake_potcars):
+    """GPAW's width and VASP's SIGMA are max(k_B T, floor) for each step's target temperature;
+    setting them keeps the results at the current positions (a restart reuses them)."""
+    from ase import units
+    from meltquench.calculators import set_electronic_temperature, smearing_width_of
+    gpaw = CalculatorSettings.from_dict({"name": "gpaw"}).gpaw
+    assert gpaw.smearing_width(4000.0) == pytest.approx(units.kB * 4000.0)  # 0.345 eV
+    assert gpaw.smearing_width(300.0) == 0.05 == gpaw.smearing_width(580.0)
+    fixed = CalculatorSettings.from_dict({"gpaw": {"electronic_temperature": "fixed"}})
+    assert fixed.gpaw.smearing_width(4000.0) is None
+    with pytest.raises(UserError, match="electronic_temperature"):
+        CalculatorSettings.from_dict({"gpaw": {"electronic_temperature": "hot"}})
+    # VASP's per-step path: SIGMA set for the next step, the results kept
+    monkeypatch.setenv("ASE_VASP_COMMAND", "vasp_std")
+    settings = {"name": "vasp", "dispersion": None}
+    calc = make_calculator(settings, directory=tmp_path)
+    calc.results = {"energy": -1.0}
+    assert set_electronic_temperature(calc, settings, 4000.0) == pytest.approx(0.3447)
+    assert smearing_width_of(calc) == pytest.approx(0.3447) and calc.results == {"energy": -1.0}
+    assert set_electronic_temperature(calc, settings, 300.0) == 0.05
+    assert smearing_width_of(calc) == 0.05
+    pair = {"name": "pair"}
+    assert set_electronic_temperature(make_calculator(pair, directory=tmp_path), pair, 4000.0) \
+        is None

@@ -53,12 +53,13 @@ def test_vasp_variant_writes_the_equivalent_vasp_input(tmp_path, fake_potcars):
     from meltquench.cli import main
     assert main(["build", "--preset", "paper-perfect-vasp", "-o", str(tmp_path / "m.traj"),
                  "--write-input", str(tmp_path / "vasp")]) == 0
-    incar = (tmp_path / "vasp" / "INCAR").read_text().upper()
+    first = tmp_path / "vasp" / "1-heat"  # the first of the chained VASP runs
+    incar = (first / "INCAR").read_text().upper()
     for tag in ("ENCUT = 450", "LDAU = .TRUE.", "LDAUTYPE = 2", "IVDW = 12", "ISYM = 0",
-                "LDAUL = 2 -1", "LDAUU = 3.250 0.000"):
+                "LDAUL = 2 -1", "LDAUU = 3.250 0.000", "LASPH = .TRUE.", "IBRION = 0"):
         assert " ".join(tag.split()) in " ".join(incar.split()), tag
-    kpoints = (tmp_path / "vasp" / "KPOINTS").read_text()
+    kpoints = (first / "KPOINTS").read_text()
     assert "Gamma" in kpoints and "1 1 1" in " ".join(kpoints.split())
-    poscar = (tmp_path / "vasp" / "POSCAR").read_text()
+    poscar = (first / "POSCAR").read_text()
     assert "Selective dynamics" in poscar
     assert poscar.count("F   F   F") == 120 and poscar.count("T   T   T") == 120

@@ -1,5 +1,9 @@
 """Grimme's D3 dispersion with Becke-Johnson damping, added on top of another calculator.
 
+Which calculators get it is decided in one place, :mod:`meltquench.calculators`
+(``calculator.dispersion: auto``: the DFT engines, which lack dispersion; not tblite, whose
+GFN methods contain it, nor the pair potential, fitted without it).
+
 ``dftd3``'s ASE calculator gives the D3(BJ) energy, forces and stress; ASE's
 ``SumCalculator`` adds them to those of the calculator underneath. The damping parameters are
 those of a functional (``method``; by default the calculator's own ``xc``, PBE for calculators
@@ -22,7 +26,7 @@ class D3Settings(Settings):
     section = "calculator.d3"
 
     method: Optional[str] = setting(None, "functional whose D3(BJ) parameters are used; null: "
-                                    "the calculator's xc (PBE for tblite and pair)")
+                                    "the calculator's xc (PBE for the pair potential)")
     three_body: bool = setting(False, "add the Axilrod-Teller-Muto three-body term")
 
 

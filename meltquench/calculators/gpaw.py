@@ -1,9 +1,12 @@
 """GPAW, the default force engine: settings, MPI environment, parameters, SCF bookkeeping.
 
 The defaults (:class:`GPAWSettings`) are tuned for molecular dynamics of the hot PBE+U oxide
-melt (measurements in ``benchmarks/README.md``): Fermi-Dirac smearing of 0.3 eV (an electronic
-temperature of about 3500 K, near the 4000 K of the melt), which both speeds up the SCF and
-keeps it from stopping in one of the metastable d-occupation solutions of DFT+U; meltquench's
+melt (measurements in ``benchmarks/README.md``): Fermi-Dirac smearing whose width follows the
+programme's target temperature, ``max(k_B T_target, width_min)`` (Mermin's finite-temperature
+DFT with the electrons at the ions' temperature: about 0.34 eV in the 4000 K melt, which both
+speeds up the SCF and keeps it from stopping in one of the metastable d-occupation solutions of
+DFT+U, and 0.05 eV from about 580 K down, so the 300 K hold and the final optimisation run
+cold; :func:`smearing_width`, :func:`set_smearing_width`); meltquench's
 :class:`~meltquench.calculators.mdpulay.MDPulay` mixer (Pulay mixing, step 0.2, 40 densities,
 whose history of the last three MD steps is kept: the slow d-occupation mode is learnt once,
 not at every step); GPAW's own convergence criteria (a density residual of 1e-4 per electron: a
@@ -27,6 +30,7 @@ from pathlib import Path
 from typing import Optional, Union
 
 import numpy as np
+from ase import units
 from ase.data import atomic_numbers
 
 from ..errors import UserError
@@ -76,7 +80,9 @@ class GPAWSettings(Settings):
     hubbard_u: Optional[dict] = setting(
         {"V": 3.25}, "{element: U_eff (eV)} on the d shell (Dudarev), as GPAW's "
         "setups={'V': ':d,3.25'}")
-    spinpol: bool = setting(False, "spin-polarised calculation")
+    spinpol: Optional[bool] = setting(
+        None, "kept so that older configuration files load: use calculator.spinpol, the one "
+        "spin key GPAW and VASP both read (null here: follow it; a value must agree with it)")
     kpts: list = setting([1, 1, 1], "Gamma-centred k-point grid")
     h: Optional[float] = setting(None, "grid spacing (Å); null: GPAW's default (0.2 Å in LCAO)")
     mixer: Optional[dict] = setting(
@@ -86,8 +92,13 @@ class GPAWSettings(Settings):
         "null: GPAW's default")
     occupations: Optional[dict] = setting(
         {"name": "fermi-dirac", "width": 0.3},
-        "smearing: name 'fermi-dirac' or 'marzari-vanderbilt', width (eV; 0.3 eV is kT at "
-        "3500 K, right for the melt)")
+        "smearing: name 'fermi-dirac' or 'marzari-vanderbilt', width (eV; used as it is with "
+        "electronic_temperature: fixed)")
+    electronic_temperature: str = setting(
+        "follow", "'follow': the smearing width of each MD step is k_B T_target (Mermin), at "
+        "least width_min, so the melt runs hot and the 300 K hold and the final optimisation "
+        "cold; 'fixed': occupations.width throughout")
+    width_min: float = setting(0.05, "floor of the followed smearing width (eV)")
     convergence: Optional[dict] = setting(
         {"energy": 0.0005, "density": 1e-4, "eigenstates": 4e-8},
         "GPAW's SCF criteria: energy (eV per valence electron), density (electrons per valence "
@@ -115,6 +126,23 @@ class GPAWSettings(Settings):
                 raise UserError(f"calculator.gpaw.mixer: unknown key(s) {', '.join(unknown)} "
                                 f"for backend md-pulay (accepted: {', '.join(MD_PULAY_KEYS)})")
         hubbard_setups(self.hubbard_u)
+        if self.electronic_temperature not in ("follow", "fixed"):
+            raise UserError(f"calculator.gpaw.electronic_temperature must be 'follow' or "
+                            f"'fixed', got {self.electronic_temperature!r}")
+        if self.electronic_temperature == "follow":
+            if not self.occupations or "width" not in self.occupations:
+                raise UserError("calculator.gpaw.electronic_temperature: follow needs a "
+                                "smearing (calculator.gpaw.occupations with a width)")
+            if not float(self.width_min) > 0:
+                raise UserError(f"calculator.gpaw.width_min must be > 0 eV, got "
+                                f"{self.width_min!r}")
+
+    def smearing_width(self, temperature_K):
+        """The smearing width (eV) of an MD step whose target temperature is
+        ``temperature_K``: ``max(k_B T, width_min)`` when following, else None (fixed)."""
+        if self.electronic_temperature != "follow":
+            return None
+        return max(float(self.width_min), units.kB * float(temperature_K))
 
     def describe(self):
         """One line, e.g. ``GPAW LCAO sz(dzp), PBE, U 3.25 eV on V d``."""
@@ -125,7 +153,9 @@ class GPAWSettings(Settings):
         else:
             basis = "FD"
         u = ", ".join(f"U {v} eV on {k} d" for k, v in (self.hubbard_u or {}).items())
-        return f"GPAW {basis}, {self.xc}" + (f", {u}" if u else "")
+        smearing = (f", smearing max(kT, {self.width_min:g} eV)"
+                    if self.electronic_temperature == "follow" else "")
+        return f"GPAW {basis}, {self.xc}" + (f", {u}" if u else "") + smearing
 
     def fallback(self):
         """Settings for a retry after SCF non-convergence, or None when there is no further one.
@@ -142,7 +172,10 @@ class GPAWSettings(Settings):
             mixer["nmaxold"] = max(int(mixer.get("nmaxold", 5)), 20)
         new = replace(self, mixer=mixer, extrapolation=0,
                       maxiter=min(1000, 2 * int(self.maxiter or 333)))
-        if (new.mixer, new.extrapolation) == (self.mixer, self.extrapolation):
+        if ((new.mixer, new.extrapolation) == (self.mixer, self.extrapolation)
+                and self.electronic_temperature == "follow"):
+            new = replace(new, width_min=min(0.3, 2 * float(self.width_min)))
+        elif (new.mixer, new.extrapolation) == (self.mixer, self.extrapolation):
             occupations = dict(self.occupations or {"name": "fermi-dirac", "width": 0.1})
             width = float(occupations.get("width", 0.1))
             occupations["width"] = min(0.3, 2 * width) if width > 0 else 0.05
@@ -253,6 +286,33 @@ def make_gpaw(settings, *, directory, comm=None):
         calc.meltquench_extrapolation = DensityMatrixExtrapolation(
             calc, order=settings.extrapolation)
     return calc
+
+
+def set_smearing_width(calc, width_eV):
+    """Set the smearing width (eV) of every GPAW calculator in ``calc`` (a sum of calculators
+    included) from its next calculation on, keeping its wave functions, density and mixer.
+
+    GPAW's own ``change(occupations=...)`` would rebuild the SCF loop and with it the mixer's
+    history, so the width of the live occupation-number calculator is set instead, and the
+    parameters are updated for any later rebuild (a new number of atoms). Returns the number
+    of GPAW calculators changed.
+    """
+    changed = 0
+    for c in inner_calculators(calc):
+        occupations = getattr(getattr(c, "params", None), "occupations", None)
+        if not hasattr(occupations, "params"):  # not GPAW 26's ASE interface
+            continue
+        occupations.params["width"] = float(width_eV)
+        dft = getattr(c, "_dft", None)
+        if dft is not None:
+            smearing = dft.scf_loop.occ_calc.occ
+            if not hasattr(smearing, "_width"):
+                raise UserError(f"cannot change the smearing width of GPAW's "
+                                f"{type(smearing).__name__} during a run: use "
+                                "calculator.gpaw.electronic_temperature: fixed")
+            smearing._width = float(width_eV)
+        changed += 1
+    return changed
 
 
 def scf_iterations(calc):

@@ -4,6 +4,10 @@
 repulsion plus a Morse bond), times a smooth switch (C2, quintic) from ``cutoff_on`` to
 ``cutoff``. The numba kernel is :func:`meltquench.kernels.pair.pair_energy_forces`; this module
 holds the parameters and the ASE calculator around it.
+
+The V-O parameters were fitted without dispersion, so ``calculator.dispersion: auto`` adds none
+to this potential; an explicit ``d3bj`` is allowed (it is not counted twice) but makes another
+model than the fitted one (see :data:`meltquench.calculators.FITTED_WITHOUT`).
 """
 from dataclasses import asdict, dataclass
 from typing import Optional

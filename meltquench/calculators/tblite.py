@@ -1,6 +1,9 @@
 """tblite's extended tight binding (GFN1-xTB by default) through ``tblite.ase.TBLite``.
 
-tblite is optional (``pip install tblite``): it is imported only when a calculator is made.
+The xTB Hamiltonians contain their own dispersion (:data:`TBLITE_DISPERSION`: D3 in GFN1-xTB
+and IPEA1-xTB, D4 in GFN2-xTB), so no D3(BJ) goes on top (``calculator.dispersion: auto`` adds
+none, ``d3bj`` is refused). tblite is optional (``pip install tblite``): it is imported only
+when a calculator is made.
 """
 import copy
 from dataclasses import dataclass
@@ -8,6 +11,10 @@ from typing import Optional
 
 from ..errors import UserError
 from .base import Settings, setting
+
+
+#: The dispersion each xTB Hamiltonian of tblite contains (Grimme's parametrisations).
+TBLITE_DISPERSION = {"GFN1-xTB": "D3", "IPEA1-xTB": "D3", "GFN2-xTB": "D4"}
 
 
 @dataclass
@@ -22,6 +29,13 @@ class TBliteSettings(Settings):
     accuracy: float = setting(1.0, "numerical accuracy (smaller is tighter)")
     max_iterations: int = setting(250, "SCF iterations before tblite gives up")
     extra: Optional[dict] = setting({}, "any further TBLite keyword, applied last")
+
+
+def own_dispersion(settings):
+    """The dispersion the xTB method of :class:`TBliteSettings` (or a dict) contains, e.g.
+    ``'D3'`` for GFN1-xTB."""
+    method = TBliteSettings.from_dict(settings).method
+    return TBLITE_DISPERSION.get(method, "its own")
 
 
 def make_tblite(settings):
