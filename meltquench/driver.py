@@ -48,7 +48,8 @@ from .checkpoint import atoms_from_checkpoint, checkpoint_state, read_checkpoint
 from .config import Config, config_from_dict, read_yaml
 from .errors import Interrupted, RunawayDynamics, SCFFailure, UserError
 from .kernels.parallel import allreduce_max, get_comm
-from .model import MIN_DISTANCE_A, apply_defect_recipe, build_model, check_model, composition_text
+from .model import (MIN_DISTANCE_A, apply_defect_recipe, build_model, check_model,
+                    composition_text, relax_region)
 from .observers import MDLogWriter, StepRecord, StepRecorder, TrajectoryWriter
 from .plan import run_plan_text
 from .progress import Progress, StopFlag
@@ -67,7 +68,8 @@ RESTART_MAY_CHANGE = (
     "calculator.gpaw.parallel", "calculator.gpaw.extrapolation", "calculator.vasp.ncore",
     "calculator.vasp.algo", "calculator.tblite.max_iterations",
     "dynamics.taut_fs", "dynamics.friction_per_fs", "dynamics.max_temperature_factor",
-    "dynamics.final_relax", "dynamics.relax_fmax", "dynamics.relax_steps")
+    "dynamics.final_relax", "dynamics.relax_fmax", "dynamics.relax_steps",
+    "dynamics.relax_region", "dynamics.relax_radius")
 
 
 def _flatten(tree, prefix=""):
@@ -83,10 +85,11 @@ def _flatten(tree, prefix=""):
 
 def restart_changes(old, new):
     """The keys whose values differ between configuration dicts ``old`` and ``new``, as
-    ``(allowed, refused)`` lists of ``(key, old value, new value)``."""
+    ``(allowed, refused)`` lists of ``(key, old value, new value)``. A key ``old`` does not
+    have (one a later meltquench added) is not a change: the run did not know it."""
     a, b = _flatten(old), _flatten(new)
     allowed, refused = [], []
-    for key in sorted(set(a) | set(b)):
+    for key in sorted(a):
         if a.get(key) != b.get(key):
             ok = any(key == p or key.startswith(p + ".") for p in RESTART_MAY_CHANGE)
             (allowed if ok else refused).append((key, a.get(key), b.get(key)))
@@ -145,6 +148,23 @@ class MeltQuench:
             return self._calculator
         return calculators.make_calculator(self.calculator_settings(), directory=self.run_dir,
                                            comm=self.comm)
+
+    def attach_calculator(self, atoms, step):
+        """Give ``atoms`` their calculator (and the initial magnetic moments its settings
+        imply), its electrons at the temperature of ``step``."""
+        calculators.prepare_atoms(self.calculator_settings(), atoms)
+        atoms.calc = self.make_calculator()
+        self.follow_electrons(atoms, step)
+
+    def follow_electrons(self, atoms, step):
+        """Set the smearing width for the target temperature of ``step``
+        (``electronic_temperature: follow``): the step's force call runs at it. A pure function
+        of the step, so a restart uses the widths of the uninterrupted run. A calculator the
+        user gave is left as it is."""
+        if self._calculator is not None and not self.fallback_used:
+            return
+        calculators.set_electronic_temperature(atoms.calc, self.calculator_settings(),
+                                               self.schedule.temperature(step * self.dt_fs))
 
     # ---- start and restart
     def start(self, atoms):
@@ -206,11 +226,12 @@ class MeltQuench:
 
     def run_md(self, atoms, state, first):
         """The MD programme from step ``first`` (a checkpoint's ``state`` or None)."""
-        atoms.calc = self.make_calculator()
+        self.attach_calculator(atoms, first - 1)
         dyn = dynamics.from_config(self.cfg.dynamics, atoms,
                                    self.schedule.temperature((first - 1) * self.dt_fs))
         if state is not None and state["dynamics"] is not None:
             dyn.set_state(state["dynamics"])
+            atoms.get_forces()  # at the checkpoint's step and electronic temperature
         self.say(run_plan_text(self.cfg, atoms, self.run_dir, first, self.comm.Get_size()))
         self.frames = TrajectoryWriter(self.path("trajectory.traj"), atoms, self.is_root,
                                        n_frames=self.n_frames)
@@ -227,7 +248,8 @@ class MeltQuench:
     def md(self, atoms, dyn, first, stop):
         """Steps ``first`` to the end of the programme, the observers after each."""
         self.recorder = StepRecorder(atoms, dyn, self.schedule, self.dt_fs,
-                                     calculators.scf_iterations)
+                                     calculators.scf_iterations,
+                                     calculators.smearing_width_of)
         self.snapshot = None
         dyn.attach(self.recorder, 1)
         dyn.attach(self.guard, 1, atoms, dyn)
@@ -244,6 +266,7 @@ class MeltQuench:
         for step in range(first, self.nsteps + 1):
             dyn.set_temperature(self.schedule.temperature(step * self.dt_fs))
             self.snapshot = (atoms.positions.copy(), atoms.get_momenta(), dyn.get_state())
+            self.follow_electrons(atoms, step)
             self.recorder.start()
             self.advance(atoms, dyn, step)
             self.recorder.stop()
@@ -264,7 +287,7 @@ class MeltQuench:
                      "the fallback settings (more conservative mixer), kept for the rest of the run")
             self.fallback_used = True
             self.restore(atoms, dyn)
-            atoms.calc = self.make_calculator()
+            self.attach_calculator(atoms, step)
             try:
                 dyn.step()
                 return
@@ -363,10 +386,12 @@ class MeltQuench:
             if self.is_root:
                 self.path("relax.log").unlink(missing_ok=True)  # a restart's starts afresh
             logfile = str(self.path("relax.log")) if self.is_root else None
-            opt = OPTIMISERS[d.final_relax](atoms, logfile=logfile)
-            opt.attach(self.stop_in_relax, 1, opt)
-            converged = opt.run(fmax=d.relax_fmax, steps=d.relax_steps)
-            fmax = np.abs(atoms.get_forces()).max() if len(atoms) else 0.0
+            with relax_region(atoms, d.relax_region, d.relax_radius) as note:
+                self.say(note)
+                opt = OPTIMISERS[d.final_relax](atoms, logfile=logfile)
+                opt.attach(self.stop_in_relax, 1, opt)
+                converged = opt.run(fmax=d.relax_fmax, steps=d.relax_steps)
+                fmax = np.abs(atoms.get_forces()).max() if len(atoms) else 0.0
             self.say(f"final {d.final_relax} optimisation: {opt.nsteps} steps, max |F| component "
                      f"{fmax:.3f} eV/Å ({'converged' if converged else 'NOT converged'} to "
                      f"{d.relax_fmax} eV/Å)")

@@ -30,6 +30,7 @@ class StepRecord:
     E_conserved_eV: float = _column(".8f")  # the thermostat's conserved quantity
     s_per_step: float = _column(".4f")     # wall seconds of the step
     scf_iter: int = _column("d")           # SCF iterations of the step's force call; -1: none
+    width_eV: float = _column(".4f")       # smearing width of the step's force call; nan: none
     stage: str = _column("s")              # stage of the temperature programme
 
     @classmethod
@@ -52,13 +53,15 @@ class StepRecorder:
     """Observer: measures the step just taken into :attr:`record`.
 
     ``start()`` marks the beginning of a step (for ``s_per_step``); ``scf_iterations(calc)``
-    reads the SCF count of the last force call (None where the calculator has none).
+    reads the SCF count of the last force call (None where the calculator has none),
+    ``smearing_width(calc)`` its smearing width in eV (NaN where there is none).
     """
 
-    def __init__(self, atoms, dyn, schedule, timestep_fs, scf_iterations):
+    def __init__(self, atoms, dyn, schedule, timestep_fs, scf_iterations, smearing_width):
         self.atoms, self.dyn, self.schedule = atoms, dyn, schedule
         self.timestep_fs = timestep_fs
         self.scf_iterations = scf_iterations
+        self.smearing_width = smearing_width
         self.record = None
         self.seconds = 0.0
         self._t0 = None
@@ -79,6 +82,7 @@ class StepRecorder:
             T_kin_K=dyn.get_kinetic_temperature(), E_pot_eV=atoms.get_potential_energy(),
             E_kin_eV=atoms.get_kinetic_energy(), E_conserved_eV=dyn.get_conserved_energy(),
             s_per_step=self.seconds, scf_iter=-1 if n_scf is None else int(n_scf),
+            width_eV=self.smearing_width(atoms.calc),
             stage=self.schedule.stage_at(max(t_fs - 1e-9, 0.0)).name)
 
 

@@ -20,14 +20,15 @@ def fast_config(*extra):
 
 
 def md_log(run_dir):
-    rows = [line.split() for line in (run_dir / "md.log").read_text().splitlines()
-            if not line.startswith("#")]
-    return {"step": np.array([int(r[0]) for r in rows]),
-            "T_target": np.array([float(r[2]) for r in rows]),
-            "T_kin": np.array([float(r[3]) for r in rows]),
-            "E_pot": np.array([float(r[4]) for r in rows]),
-            "E_cons": np.array([float(r[6]) for r in rows]),
-            "stage": [r[9] for r in rows]}
+    """md.log's columns by the names of its header."""
+    lines = (run_dir / "md.log").read_text().splitlines()
+    names = lines[0][1:].split()
+    rows = [line.split() for line in lines if not line.startswith("#")]
+    col = {name: [r[names.index(name)] for r in rows] for name in names}
+    return {"step": np.array(col["step"], int), "T_target": np.array(col["T_target_K"], float),
+            "T_kin": np.array(col["T_kin_K"], float), "E_pot": np.array(col["E_pot_eV"], float),
+            "E_cons": np.array(col["E_conserved_eV"], float),
+            "width": np.array(col["width_eV"], float), "stage": col["stage"]}
 
 
 def test_schedule_is_followed_and_fixed_atoms_never_move(tmp_path):
@@ -185,7 +186,7 @@ def test_progress_is_a_bar_on_a_terminal_and_log_lines_in_batch_jobs(monkeypatch
         monkeypatch.delenv(var, raising=False)
     record = StepRecord(step=1, time_fs=2.0, T_target_K=4000.0, T_kin_K=3900.0, E_pot_eV=-1.0,
                         E_kin_eV=0.5, E_conserved_eV=-0.5, s_per_step=0.1, scf_iter=-1,
-                        stage="melt")
+                        width_eV=0.05, stage="melt")
     bar = progress.Progress(10, 0, "auto", True, stream=Terminal())
     assert bar.mode == "bar"
     bar.update(1, record)

@@ -40,7 +40,7 @@ def serial(tmp_path_factory):
 
 def test_gpaw_run_serial(serial):
     run_dir, out = serial
-    assert "GPAW LCAO sz(dzp), PBE, D3(BJ)" in out
+    assert "GPAW LCAO sz(dzp), PBE, smearing max(kT, 0.05 eV), D3(BJ)" in out
     log = md_log(run_dir)
     assert log.shape[0] == 4                      # steps 0..3 (6 fs at 2 fs)
     assert (log[1:, 8] > 0).all()                 # SCF iterations logged
@@ -63,3 +63,39 @@ def test_gpaw_run_mpirun_np2_equals_serial(serial, tmp_path):
     fa = read(run_dir / "final.traj")
     fb = read(tmp_path / "mpi" / "final.traj")
     assert np.abs(fa.positions - fb.positions).max() < 1e-4
+
+
+def test_the_electrons_follow_the_programme_and_the_final_optimisation_runs_cold(tmp_path):
+    """The smearing width is k_B T_target (at least 0.05 eV) step by step, so the melt runs hot
+    and the final optimisation cold: its forces are those of a fresh calculator at 0.05 eV,
+    not at the melt's width."""
+    from ase import units
+    from meltquench.calculators import make_calculator
+    run_dir = tmp_path / "run"
+    proc = subprocess.run([sys.executable, "-m", "meltquench.cli", *ARGS,  # later --set wins
+                           "--set", "schedule.quench_ps=0.002", "--set", "schedule.final_ps=0.002",
+                           "--set", "dynamics.final_relax=FIRE", "--set", "dynamics.relax_steps=2",
+                           "--set", "analysis.enabled=false", "-o", str(run_dir)],
+                          capture_output=True, text=True, timeout=900, env=mpi_env())
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    lines = (run_dir / "md.log").read_text().splitlines()
+    names = lines[0][1:].split()
+    rows = [line.split() for line in lines[1:]]
+    target = np.array([float(r[names.index("T_target_K")]) for r in rows])
+    width = np.array([float(r[names.index("width_eV")]) for r in rows])
+    np.testing.assert_allclose(width, np.maximum(units.kB * target, 0.05), atol=6e-5)
+    assert width.max() > 0.34 and width[0] == width[-1] == 0.05
+    final = read(run_dir / "final.traj")
+    forces = {}
+    for w in (0.05, width.max()):
+        atoms = final.copy()
+        atoms.calc = make_calculator(
+            {"name": "gpaw", "gpaw": {"h": 0.25, "hubbard_u": {}, "electronic_temperature":
+                                      "fixed", "occupations": {"name": "fermi-dirac", "width": w},
+                                      "convergence": {"energy": 1e-6, "density": 1e-6,
+                                                      "eigenstates": 1e-10}}},
+            directory=tmp_path / f"fresh-{w}")
+        forces[w] = atoms.get_forces()
+    cold = np.abs(final.get_forces() - forces[0.05]).max()
+    hot = np.abs(final.get_forces() - forces[width.max()]).max()
+    assert cold < 0.01 and hot > 5 * cold, (cold, hot)
