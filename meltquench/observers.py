@@ -25,7 +25,8 @@ class StepRecord:
     time_fs: float = _column(".3f")
     T_target_K: float = _column(".3f")
     T_kin_K: float = _column(".3f")        # kinetic temperature of the mobile atoms
-    E_pot_eV: float = _column(".8f")
+    E_pot_eV: float = _column(".8f")       # energy (GPAW: extrapolated to zero smearing)
+    F_free_eV: float = _column(".8f")      # free energy: what the forces derive from
     E_kin_eV: float = _column(".8f")       # mobile atoms (fixed atoms have none)
     E_conserved_eV: float = _column(".8f")  # the thermostat's conserved quantity
     s_per_step: float = _column(".4f")     # wall seconds of the step
@@ -80,6 +81,7 @@ class StepRecorder:
         self.record = StepRecord(
             step=dyn.nsteps, time_fs=t_fs, T_target_K=self.schedule.temperature(t_fs),
             T_kin_K=dyn.get_kinetic_temperature(), E_pot_eV=atoms.get_potential_energy(),
+            F_free_eV=dyn.get_free_energy(),
             E_kin_eV=atoms.get_kinetic_energy(), E_conserved_eV=dyn.get_conserved_energy(),
             s_per_step=self.seconds, scf_iter=-1 if n_scf is None else int(n_scf),
             width_eV=self.smearing_width(atoms.calc),

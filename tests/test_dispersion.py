@@ -55,7 +55,7 @@ def test_pair_potential_gets_no_d3_by_default(tmp_path):
 
 def test_explicit_d3bj_on_the_pair_potential_is_allowed_and_said_to_change_the_model(tmp_path):
     calc = make_calculator({"name": "pair", "dispersion": "d3bj"}, directory=tmp_path)
-    assert isinstance(calc, SumCalculator) and "DFTD3" in kinds(calc)
+    assert isinstance(calc, SumCalculator) and "D3" in kinds(calc)
     assert "not in its fit" in describe({"name": "pair", "dispersion": "d3bj"})
     assert "changes the fitted model" in FITTED_WITHOUT["pair"]
 
@@ -85,7 +85,7 @@ def test_explicit_d3bj_on_tblite_is_refused_in_one_line(tmp_path):
 
 def test_dft_engines_get_d3bj_by_default(tmp_path, monkeypatch, fake_potcars):
     gpaw = make_calculator({"dispersion": "auto"}, directory=tmp_path / "gpaw")
-    assert isinstance(gpaw, SumCalculator) and "DFTD3" in kinds(gpaw)
+    assert isinstance(gpaw, SumCalculator) and "D3" in kinds(gpaw)
     monkeypatch.setenv("ASE_VASP_COMMAND", "vasp_std")
     vasp = make_calculator({"name": "vasp", "dispersion": "auto"}, directory=tmp_path / "vasp")
     # VASP adds D3(BJ) itself: IVDW = 12 in its INCAR, no dftd3 calculator on top

@@ -185,6 +185,7 @@ def test_progress_is_a_bar_on_a_terminal_and_log_lines_in_batch_jobs(monkeypatch
     for var in progress.BATCH_VARIABLES:
         monkeypatch.delenv(var, raising=False)
     record = StepRecord(step=1, time_fs=2.0, T_target_K=4000.0, T_kin_K=3900.0, E_pot_eV=-1.0,
+                        F_free_eV=-1.01,
                         E_kin_eV=0.5, E_conserved_eV=-0.5, s_per_step=0.1, scf_iter=-1,
                         width_eV=0.05, stage="melt")
     bar = progress.Progress(10, 0, "auto", True, stream=Terminal())

@@ -638,7 +638,8 @@ def test_validate_config_accepts_the_defaults_and_zero_friction():
 def test_every_thermostat_key_of_the_configuration_is_declared_in_the_registry():
     """A DynamicsConfig field is a common key, a scheme key of the registry or the driver's."""
     common = {"thermostat", "timestep_fs", "seed"}
-    driver = {"final_relax", "relax_fmax", "relax_steps", "max_temperature_factor"}
+    driver = {"final_relax", "relax_fmax", "relax_steps", "relax_region", "relax_radius",
+              "max_temperature_factor"}
     fields = {f.name for f in dataclasses.fields(DynamicsConfig)}
     scheme_keys = fields - common - driver
     assert scheme_keys and scheme_keys <= set(params_by_key())

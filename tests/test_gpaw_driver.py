@@ -23,10 +23,16 @@ ARGS = ["run", "--set", "structure.builder=v2o3-rhombohedral", "--set", "structu
                  "convergence: {energy: 1.0e-6, density: 1.0e-6, eigenstates: 1.0e-10}}"]
 
 
+COLUMNS = ["step", "time_fs", "T_target_K", "T_kin_K", "E_pot_eV", "E_kin_eV",
+           "E_conserved_eV", "s_per_step", "scf_iter"]
+
+
 def md_log(run_dir):
-    return np.array([[float(x) for x in line.split()[:9]]
-                     for line in (run_dir / "md.log").read_text().splitlines()
-                     if not line.startswith("#")])
+    """The numeric md.log columns of COLUMNS, in that order (found by the header's names)."""
+    lines = (run_dir / "md.log").read_text().splitlines()
+    names = lines[0][1:].split()
+    return np.array([[float(line.split()[names.index(name)]) for name in COLUMNS]
+                     for line in lines[1:]])
 
 
 @pytest.fixture(scope="module")
@@ -99,3 +105,59 @@ def test_the_electrons_follow_the_programme_and_the_final_optimisation_runs_cold
     cold = np.abs(final.get_forces() - forces[0.05]).max()
     hot = np.abs(final.get_forces() - forces[width.max()]).max()
     assert cold < 0.01 and hot > 5 * cold, (cold, hot)
+
+
+def test_gpaw_restart_continues_with_the_same_electronic_temperatures(serial, tmp_path):
+    """Stopped after its first step and continued, a GPAW run uses the smearing widths of the
+    uninterrupted run at every step (they are a function of the step) and ends where it does,
+    to the SCF's precision (a restart starts a new SCF, so not bit for bit)."""
+    run_dir, _ = serial
+    part = tmp_path / "part"
+    cli = [sys.executable, "-m", "meltquench.cli"]
+    proc = subprocess.run(cli + ARGS + ["--stop-after", "0.000001", "-o", str(part)],
+                          capture_output=True, text=True, timeout=900, env=mpi_env())
+    assert proc.returncode == 75, proc.stdout[-3000:] + proc.stderr[-3000:]
+    proc = subprocess.run(cli + ["run", "--restart", str(part)], capture_output=True, text=True,
+                          timeout=900, env=mpi_env())
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+
+    def columns(folder):
+        lines = (folder / "md.log").read_text().splitlines()
+        names = lines[0][1:].split()
+        return {name: np.array([float(line.split()[names.index(name)]) for line in lines[1:]])
+                for name in ("step", "T_target_K", "width_eV", "E_pot_eV")}
+    a, b = columns(run_dir), columns(part)
+    assert list(a["step"]) == list(b["step"]) == [0, 1, 2, 3]
+    assert np.array_equal(a["width_eV"], b["width_eV"]) and len(set(a["width_eV"])) == 3
+    np.testing.assert_allclose(b["E_pot_eV"], a["E_pot_eV"], atol=2e-3)
+    end_a, end_b = read(run_dir / "trajectory.traj", -1), read(part / "trajectory.traj", -1)
+    assert np.abs(end_a.positions - end_b.positions).max() < 1e-3
+
+
+def test_forces_are_the_derivative_of_the_free_energy_of_the_engines_stack(tmp_path):
+    """GPAW + D3 as the engine builds them (hot smearing, tight SCF): the forces are minus the
+    finite-difference derivative of the free energy, which is what the MD's conserved quantity
+    uses (D3 reports its free energy, so the sum has one)."""
+    from meltquench.calculators import make_calculator
+    from meltquench.dynamics import make_dynamics
+    from meltquench.structures import v2o3_rhombohedral
+    settings = {"name": "gpaw", "dispersion": "auto",
+                "gpaw": {"h": 0.25, "hubbard_u": {}, "electronic_temperature": "fixed",
+                         "occupations": {"name": "fermi-dirac", "width": 0.3},
+                         "convergence": {"energy": 1e-7, "density": 1e-7, "eigenstates": 1e-12}}}
+    atoms = v2o3_rhombohedral()
+    atoms.rattle(0.03, seed=2)
+    atoms.calc = make_calculator(settings, directory=tmp_path)
+    assert "free_energy" in atoms.calc.implemented_properties
+    force = atoms.get_forces()[3, 0]
+    dyn = make_dynamics("nve", atoms, 1.0, 300.0)
+    assert dyn.get_free_energy() == atoms.get_potential_energy(force_consistent=True)
+    assert abs(dyn.get_free_energy() - atoms.get_potential_energy()) > 1e-3
+    h = 0.005  # Å
+    free = []
+    for sign in (1, -1):
+        moved = atoms.copy()
+        moved.positions[3, 0] += sign * h
+        moved.calc = make_calculator(settings, directory=tmp_path / f"fd{sign}")
+        free.append(moved.get_potential_energy(force_consistent=True))
+    assert abs(force + (free[0] - free[1]) / (2 * h)) < 5e-3

@@ -26,9 +26,11 @@ def pinned_run(scheme, run_dir):
     """Arrays of one short run: final positions and momenta, md.log energies, last frame."""
     cfg = load_config(overrides=SETTINGS + [f"dynamics.thermostat={scheme}"])
     result = driver.run(cfg, run_dir=run_dir)
-    rows = [line.split() for line in (Path(run_dir) / "md.log").read_text().splitlines()
-            if not line.startswith("#")]
-    log = np.array([[float(x) for x in (r[1], r[2], r[3], r[4], r[5], r[6])] for r in rows])
+    lines = (Path(run_dir) / "md.log").read_text().splitlines()
+    names = lines[0][1:].split()
+    columns = [names.index(name) for name in ("time_fs", "T_target_K", "T_kin_K", "E_pot_eV",
+                                              "E_kin_eV", "E_conserved_eV")]
+    log = np.array([[float(line.split()[k]) for k in columns] for line in lines[1:]])
     from ase.io import read
     last = read(Path(run_dir) / "trajectory.traj", index=-1)
     return {f"{scheme}_final_positions": result.atoms.positions.copy(),

@@ -30,10 +30,23 @@ class D3Settings(Settings):
     three_body: bool = setting(False, "add the Axilrod-Teller-Muto three-body term")
 
 
+class D3(DFTD3):
+    """The dftd3 package's ASE calculator, declaring the ``free_energy`` it computes.
+
+    Dispersion has no electronic entropy, so its free energy is its energy; dftd3 stores it but
+    does not list it among its properties, and ASE's ``SumCalculator`` offers only what every
+    term lists. Without it a smeared DFT calculator plus D3 has no free energy, and the MD's
+    conserved quantity would fall back to the energy extrapolated to zero smearing, which the
+    forces are not the derivative of.
+    """
+
+    implemented_properties = [*DFTD3.implemented_properties, "free_energy"]
+
+
 def make_d3(method="PBE", three_body=False):
-    """``DFTD3`` calculator with Becke-Johnson damping for functional ``method``."""
+    """D3 calculator (:class:`D3`) with Becke-Johnson damping for functional ``method``."""
     # load_rational_damping(method, atm): the ATM three-body term only when asked.
-    return DFTD3(damping="d3bj", params_tweaks={"method": method, "atm": bool(three_body)})
+    return D3(damping="d3bj", params_tweaks={"method": method, "atm": bool(three_body)})
 
 
 def add_d3(calc, settings, xc="PBE"):

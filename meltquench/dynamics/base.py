@@ -291,15 +291,18 @@ class NumbaMD(MolecularDynamics):
         minus the thermostat's work for the others."""
         return float(self.thermostat.get_thermostat_energy())
 
-    def _potential_energy(self):
+    def get_free_energy(self):
+        """The potential energy the forces are the derivative of (eV): the free energy of a
+        smeared DFT calculation (the energy of a calculator without one)."""
         try:
             return float(self.atoms.get_potential_energy(force_consistent=True))
         except PropertyNotImplementedError:
             return float(self.atoms.get_potential_energy())
 
     def get_conserved_energy(self):
-        """E_pot + E_kin + the thermostat's term (eV): constant up to integration error."""
-        return (self._potential_energy() + self.get_kinetic_energy()
+        """F_free + E_kin + the thermostat's term (eV): constant up to integration error
+        (and, with a smearing that follows the temperature, up to the width's changes)."""
+        return (self.get_free_energy() + self.get_kinetic_energy()
                 + self.thermostat.get_thermostat_energy())
 
     def todict(self):

@@ -20,7 +20,7 @@ class ThermostatLogger(MDLogger):
 
     def __call__(self):
         dyn = self.dyn
-        epot = dyn._potential_energy()
+        epot = dyn.get_free_energy()
         ekin = dyn.get_kinetic_energy()
         self.logfile.write(self.fmt % (
             dyn.get_time() / (1000 * units.fs), epot + ekin, epot, ekin,
