@@ -50,10 +50,11 @@ from .errors import Interrupted, RunawayDynamics, SCFFailure, UserError
 from .kernels.parallel import allreduce_max, get_comm
 from .model import (MIN_DISTANCE_A, apply_defect_recipe, build_model, check_model,
                     composition_text, relax_region)
-from .observers import MDLogWriter, StepRecord, StepRecorder, TrajectoryWriter
+from .observers import (MDLogWriter, StepRecord, StepRecorder, TrajectoryWriter,
+                        conserved_drift, drift_text)
 from .plan import run_plan_text
 from .progress import Progress, StopFlag
-from .structures import min_distance
+from .structures import fixed_mask, min_distance
 
 OPTIMISERS = {"FIRE": FIRE, "BFGS": BFGS}
 
@@ -218,6 +219,7 @@ class MeltQuench:
                     self.resume(state)
                 first = state["step"] + 1 if state is not None else 1
                 self.run_md(atoms, state, first)
+                self.report_drift(atoms)
                 atoms = self.relax_and_export(atoms)
             else:
                 self.say(f"continuing {self.run_dir}: the MD and the final optimisation are "
@@ -372,6 +374,14 @@ class MeltQuench:
         return allreduce_max(reason, self.comm)
 
     # ---- after the programme
+    def report_drift(self, atoms):
+        """Print the drift of the conserved quantity per stage (from ``md.log``, rank 0). It
+        includes the smearing's changes where the width follows a ramp: compare the melt and
+        the final hold, where it is constant."""
+        if self.is_root:
+            mobile = len(atoms) - int(fixed_mask(atoms).sum())
+            self.say(drift_text(conserved_drift(self.path("md.log"), mobile)))
+
     def relax_and_export(self, atoms):
         """Defects after the quench, the final optimisation, ``final.traj`` and the extxyz
         exports; then the checkpoint of phase ``analysis``. Returns the final atoms."""

@@ -10,6 +10,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 from ase.io.trajectory import Trajectory
 
 
@@ -86,6 +87,33 @@ class StepRecorder:
             s_per_step=self.seconds, scf_iter=-1 if n_scf is None else int(n_scf),
             width_eV=self.smearing_width(atoms.calc),
             stage=self.schedule.stage_at(max(t_fs - 1e-9, 0.0)).name)
+
+
+def conserved_drift(md_log, n_mobile):
+    """Drift of the conserved quantity per stage of an ``md.log``: ``{stage: (meV per mobile
+    atom per ps, ps)}``, the slope of a least-squares line through ``E_conserved_eV`` against
+    ``time_fs`` (stages with fewer than 3 steps are left out)."""
+    lines = Path(md_log).read_text().splitlines()
+    names = lines[0][1:].split()
+    rows = [line.split() for line in lines[1:] if line.strip()]
+    t, e, stage = (names.index(k) for k in ("time_fs", "E_conserved_eV", "stage"))
+    out = {}
+    for name in dict.fromkeys(r[stage] for r in rows):
+        pts = [(float(r[t]), float(r[e])) for r in rows if r[stage] == name]
+        if len(pts) < 3:
+            continue
+        x, y = (np.array(v) for v in zip(*pts))
+        slope = np.polyfit(x, y, 1)[0]  # eV per fs
+        out[name] = (slope * 1e3 * 1e3 / max(n_mobile, 1), (x[-1] - x[0]) / 1e3)
+    return out
+
+
+def drift_text(drift):
+    """One line: ``E_conserved drift (meV/atom/ps, linear fit per stage): heat +1.2 (0.02 ps),
+    ...``."""
+    parts = [f"{name} {rate:+.3g} ({ps:.3g} ps)" for name, (rate, ps) in drift.items()]
+    return ("E_conserved drift (meV per mobile atom per ps, linear fit per stage): "
+            + (", ".join(parts) if parts else "too few steps"))
 
 
 class MDLogWriter:

@@ -199,3 +199,22 @@ def test_progress_is_a_bar_on_a_terminal_and_log_lines_in_batch_jobs(monkeypatch
     log.update(1, record)
     assert log.stream.getvalue().startswith("step 1/10 (10.0%)") and "ETA" in log.stream.getvalue()
     assert progress.Progress(10, 0, "auto", False, stream=Terminal()).mode == "none"  # rank > 0
+
+
+def test_every_run_reports_the_drift_of_its_conserved_quantity(tmp_path, capsys):
+    """The summary gives, per stage, the slope of E_conserved (meV per mobile atom per ps);
+    NVE with the pair potential drifts little, and the figure is the md.log's slope."""
+    from meltquench.observers import conserved_drift
+    cfg = fast_config("dynamics.thermostat=nve")
+    driver.run(cfg, run_dir=tmp_path / "run")
+    out = capsys.readouterr().out
+    line = next(line for line in out.splitlines() if line.startswith("E_conserved drift"))
+    drift = conserved_drift(tmp_path / "run" / "md.log", 10)
+    assert set(drift) == {"heat", "melt", "quench", "final"}
+    log = md_log(tmp_path / "run")
+    melt = np.array([s == "melt" for s in log["stage"]])
+    times = np.arange(len(log["step"]))[melt] * 2.0
+    slope = np.polyfit(times, log["E_cons"][melt], 1)[0] * 1e6 / 10
+    assert drift["melt"][0] == pytest.approx(slope, rel=1e-6, abs=1e-9)
+    assert f"melt {drift['melt'][0]:+.3g}" in line
+    assert all(abs(rate) < 50.0 for rate, _ in drift.values())  # meV/atom/ps, 2 fs NVE
