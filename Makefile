@@ -1,5 +1,6 @@
 # make run   : set everything up, then run the demo (meltquench run, its built-in defaults)
-# make test  : set everything up, then run the whole test suite (MPI tests included)
+# make test  : set everything up (with the ml extra: CHGNet, SevenNet, CPU torch), then run the
+#              whole test suite (MPI and machine-learned-potential tests included)
 # make bench : set up with the benchmark extras, then run every benchmark and print one table
 PYTHON ?= python3
 export OMPI_ALLOW_RUN_AS_ROOT = 1
@@ -14,7 +15,8 @@ setup:
 run: setup
 	meltquench run
 
-test: setup
+test:
+	PYTHON=$(PYTHON) bash scripts/setup.sh dev,ml
 	$(PYTHON) -m pytest -q tests
 
 bench:

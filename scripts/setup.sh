@@ -2,7 +2,7 @@
 # Set up everything meltquench needs on a Debian/Ubuntu machine, idempotently:
 # the system libraries GPAW builds against (libxc, OpenBLAS, FFTW, OpenMPI headers and runtime),
 # then meltquench itself with its Python dependencies (pip install -e ".[EXTRAS]").
-#   usage: scripts/setup.sh [EXTRAS]        (EXTRAS default: dev)
+#   usage: scripts/setup.sh [EXTRAS]   (comma-separated extras of setup.cfg, e.g. dev,ml; default dev)
 # Set MELTQUENCH_SKIP_APT=1 on a cluster where the modules system provides MPI and BLAS.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -26,14 +26,31 @@ if [ "${MELTQUENCH_SKIP_APT:-0}" != 1 ] && command -v apt-get >/dev/null; then
   fi
 fi
 
+# The ml extra needs torch. PyPI's default Linux build carries CUDA (several GB); the CPU build
+# is enough here. Where torch is missing, install MELTQUENCH_TORCH first (default torch==2.13.0,
+# the CPU build this project's machines hold; set e.g. MELTQUENCH_TORCH=torch for PyPI's
+# default): the extra's range then installs no other torch.
+case ",$EXTRAS," in *,ml,*)
+  if ! $PYTHON -c "import torch" 2>/dev/null; then
+    echo "setup: installing ${MELTQUENCH_TORCH:-torch==2.13.0} for the ml extra"
+    $PYTHON -m pip install -q "${MELTQUENCH_TORCH:-torch==2.13.0}"
+  fi
+  ML_IMPORTS=", chgnet, sevenn";;
+esac
+have_extras() {
+  case ",$EXTRAS," in *,dev,*) $PYTHON -c "import pytest, tblite" 2>/dev/null || return 1;; esac
+  case ",$EXTRAS," in *,ml,*) $PYTHON -c "import chgnet, sevenn" 2>/dev/null || return 1;; esac
+  return 0
+}
 if $PYTHON -c "import meltquench, gpaw, numba, mpi4py, ase, dftd3" 2>/dev/null \
    && [ "$($PYTHON -c 'import meltquench,os;print(os.path.realpath(os.path.dirname(meltquench.__file__)))')" = "$(realpath meltquench)" ] \
-   && [ "$EXTRAS" != dev -o -n "$($PYTHON -c 'import pytest, tblite' 2>/dev/null && echo ok)" ]; then
+   && have_extras; then
   echo "setup: Python packages present; refreshing the editable install of meltquench"
   $PYTHON -m pip install -q --no-deps -e . 
 else
   echo "setup: installing Python packages: meltquench[$EXTRAS] and its dependencies (ase, gpaw +"
-  echo "       gpaw-data, numba, numpy, scipy, mpi4py, dftd3, ...); GPAW compiles in about a minute"
+  echo "       gpaw-data, numba, numpy, scipy, mpi4py, dftd3${ML_IMPORTS:-}, ...); GPAW compiles in"
+  echo "       about a minute"
   $PYTHON -m pip install -q -e ".[$EXTRAS]"
 fi
 $PYTHON -c "import gpaw, numba, mpi4py, ase; print(f'setup: ok (ase {ase.__version__}, gpaw {gpaw.__version__}, numba {numba.__version__}, mpi4py {mpi4py.__version__})')"

@@ -32,8 +32,10 @@ def test_every_engine_is_in_exactly_one_dispersion_table():
     assert set(NAMES) == set(LACKS_DISPERSION) | set(HAS_DISPERSION) | set(FITTED_WITHOUT)
     assert dispersion_rule("gpaw")[0] == dispersion_rule("vasp")[0] == "d3bj"
     assert dispersion_rule("tblite")[0] is None and dispersion_rule("pair")[0] is None
+    # MPtrj-trained potentials learned PBE(+U) without dispersion, as the DFT they replace
+    assert dispersion_rule("chgnet")[0] == dispersion_rule("sevennet")[0] == "d3bj"
     with pytest.raises(KeyError, match="add it to one"):
-        dispersion_rule("chgnet")  # a new engine must say what it contains
+        dispersion_rule("mace")  # a new engine must say what it contains
 
 
 def test_auto_is_the_default_and_resolves_from_the_calculator():

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-LAZY = {"gpaw", "torch", "tblite", "matplotlib", "mpi4py"}
+LAZY = {"gpaw", "torch", "tblite", "matplotlib", "mpi4py", "chgnet", "sevenn"}
 #: meltquench modules that import a LAZY dependency at their top, and so may themselves be
 #: imported lazily: MDPulay subclasses GPAW's Pulay mixer class.
 LAZY_OWN = {"mdpulay"}

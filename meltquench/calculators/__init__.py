@@ -11,6 +11,8 @@ module             settings            calculator
                                        :mod:`.extrapolation`)
 :mod:`.vasp`       ``VaspSettings``    :func:`~.vasp.make_vasp`
 :mod:`.tblite`     ``TBliteSettings``  :func:`~.tblite.make_tblite`
+:mod:`.ml`         ``MLSettings``      :class:`~.ml.MLCalculator` (CHGNet, SevenNet: the
+                                       ``ml`` extra)
 :mod:`.pair`       ``PairSettings``    :class:`~.pair.PairPotential`
 :mod:`.d3`         ``D3Settings``      :func:`~.d3.add_d3` (D3(BJ) added to another one)
 =================  ==================  ===================================================
@@ -56,17 +58,18 @@ from .gpaw import (GPAWSettings, gpaw_parameters, is_scf_failure, make_gpaw, par
                    set_smearing_width,
                    parallel_plan_text, scf_iterations, setup_gpaw_mpi)
 from .pair import V_O_PAIRS, PairPotential, PairSettings, generic_pair
-from .tblite import TBliteSettings, make_tblite, own_dispersion
+from .ml import ML_ENGINES, MLCalculator, MLSettings, import_engine, make_ml
+from .tblite import TBliteSettings, import_tblite, make_tblite, own_dispersion
 from .vasp import smearing_width as vasp_smearing_width
 from .vasp import (VaspSettings, make_vasp, programme_stages, vasp_parameters,
                    write_vasp_programme)
 
 #: The engines ``calculator.name`` chooses from.
-NAMES = ("gpaw", "vasp", "tblite", "pair")
+NAMES = ("gpaw", "vasp", "tblite", "pair") + ML_ENGINES
 
 #: The settings class of every engine (and of ``d3``), by field of :class:`CalculatorSettings`.
 SECTIONS = {"d3": D3Settings, "gpaw": GPAWSettings, "vasp": VaspSettings,
-            "tblite": TBliteSettings, "pair": PairSettings}
+            "tblite": TBliteSettings, "pair": PairSettings, "ml": MLSettings}
 
 #: The values ``calculator.dispersion`` takes.
 DISPERSIONS = ("auto", "d3bj", None)
@@ -77,6 +80,9 @@ LACKS_DISPERSION = {
             "paper's DFT-D3",
     "vasp": "PBE(+U) has no dispersion: VASP adds D3(BJ) itself (IVDW = 12), as the paper's "
             "DFT-D3",
+    **{engine: "trained on MPtrj's PBE(+U) energies and forces, which have no dispersion: "
+               "D3(BJ) from the dftd3 package is added, as the paper's DFT-D3"
+       for engine in ML_ENGINES},
 }
 #: Engines whose method contains dispersion: ``auto`` is none, ``d3bj`` is refused.
 HAS_DISPERSION = {
@@ -137,7 +143,8 @@ class CalculatorSettings(Settings):
     hold what is computed.
     """
 
-    name: str = setting("gpaw", "force calculator: gpaw (default), vasp, tblite (GFN1-xTB) or "
+    name: str = setting("gpaw", "force calculator: gpaw (default), vasp, tblite (GFN1-xTB), "
+                        "chgnet or sevennet (machine-learned, MPtrj PBE+U; the ml extra) or "
                         "pair (fast pair potential for tests)")
     dispersion: Optional[str] = setting(
         "auto", "dispersion added to the calculator: auto (D3(BJ) where the method lacks "
@@ -158,6 +165,8 @@ class CalculatorSettings(Settings):
     vasp: VaspSettings = setting(VaspSettings(), "VASP settings (INCAR tags in lower case)")
     tblite: TBliteSettings = setting(TBliteSettings(), "tblite settings")
     pair: PairSettings = setting(PairSettings(), "pair-potential settings")
+    ml: MLSettings = setting(MLSettings(), "machine-learned potential settings (chgnet, "
+                             "sevennet)")
 
     def __post_init__(self):
         for key, cls in SECTIONS.items():
@@ -182,7 +191,8 @@ def make_calculator(settings, *, directory, comm=None):
     """ASE calculator for :class:`CalculatorSettings` or a plain dict of the same shape.
 
     ``directory`` is the run folder: GPAW writes ``directory/gpaw.txt``, VASP runs in
-    ``directory/vasp``. ``comm`` is an mpi4py communicator for GPAW (``None``: all ranks).
+    ``directory/vasp``. ``comm`` is an mpi4py communicator for GPAW (``None``: all ranks) and
+    the machine-learned engines (the model runs on its rank 0).
     Raises :class:`UserError` for bad settings or an engine that is not installed or set up.
     """
     s = CalculatorSettings.from_dict(settings)
@@ -195,11 +205,23 @@ def make_calculator(settings, *, directory, comm=None):
         xc = s.gpaw.xc
     elif s.name == "tblite":
         calc, xc = make_tblite(s.tblite), "PBE"
+    elif s.name in ML_ENGINES:
+        calc, xc = make_ml(s.name, s.ml, comm=comm), "PBE"
     else:
         calc, xc = PairPotential(**s.pair.to_dict()), "PBE"
     if s.dispersion == "d3bj":
         return add_d3(calc, s.d3, xc)
     return calc
+
+
+def check_available(settings):
+    """Raise :class:`UserError` (saying what to install) unless the engine of ``settings`` can
+    be imported; a run checks this before it makes its folder."""
+    s = CalculatorSettings.from_dict(settings)
+    if s.name in ML_ENGINES:
+        import_engine(s.name)
+    elif s.name == "tblite":
+        import_tblite()
 
 
 def prepare_atoms(settings, atoms):
@@ -269,6 +291,8 @@ def describe(settings):
         text = s.vasp.describe()
     elif s.name == "tblite":
         text = f"tblite {s.tblite.method}"
+    elif s.name in ML_ENGINES:
+        text = s.ml.describe(s.name)
     else:
         text = "pair potential"
     if s.dispersion == "d3bj":
@@ -297,11 +321,11 @@ def conservative_fallback(settings):
 
 
 __all__ = ["DISPERSIONS", "FITTED_WITHOUT", "HAS_DISPERSION", "LACKS_DISPERSION", "NAMES",
-           "CalculatorSettings", "D3Settings", "DensityMatrixExtrapolation", "contained_dispersion",
+           "CalculatorSettings", "D3Settings", "ML_ENGINES", "MLCalculator", "MLSettings", "DensityMatrixExtrapolation", "contained_dispersion",
            "GPAWSettings", "PairPotential", "PairSettings", "Settings", "TBliteSettings",
-           "V_O_PAIRS", "VaspSettings", "add_d3", "conservative_fallback", "describe",
+           "V_O_PAIRS", "VaspSettings", "add_d3", "check_available", "conservative_fallback", "describe",
            "dispersion_rule", "generic_pair", "gpaw_parameters", "inner_calculators",
-           "is_scf_failure", "make_calculator", "make_d3", "make_gpaw", "make_tblite",
+           "is_scf_failure", "make_calculator", "make_d3", "make_gpaw", "make_ml", "make_tblite",
            "make_vasp", "own_dispersion", "parallel_layout", "parallel_plan_text",
            "prepare_atoms", "programme_stages", "resolve_dispersion", "scf_iterations",
            "setup_gpaw_mpi", "vasp_parameters", "write_vasp_programme"]

@@ -38,13 +38,19 @@ def own_dispersion(settings):
     return TBLITE_DISPERSION.get(method, "its own")
 
 
-def make_tblite(settings):
-    """``TBLite`` calculator for :class:`TBliteSettings` (or a dict), with no output."""
-    s = TBliteSettings.from_dict(settings)
+def import_tblite():
+    """tblite's ASE calculator class, or :class:`UserError` saying how to install it."""
     try:
         from tblite.ase import TBLite
     except ImportError:
         raise UserError("tblite is not installed: pip install tblite") from None
+    return TBLite
+
+
+def make_tblite(settings):
+    """``TBLite`` calculator for :class:`TBliteSettings` (or a dict), with no output."""
+    s = TBliteSettings.from_dict(settings)
+    TBLite = import_tblite()
     kw = {k: v for k, v in s.to_dict().items() if k != "extra"}
     kw["verbosity"] = 0
     kw.update(copy.deepcopy(s.extra or {}))
