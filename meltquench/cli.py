@@ -15,7 +15,9 @@ from ase.config import cfg as ase_cfg
 from ase.io import write
 
 from . import __version__, calculators, driver
-from .analysis import REGIONS, analyse
+from .analysis import REGIONS, analyse, melt_diagnostics, vo_cutoff
+from .analysis.base import check_length
+from .analysis.melt import ORDER_CUTOFF_A
 from .calculators import prepare_atoms, programme_stages, write_vasp_programme
 from .calculators.vasp import check_potcars, programme_table, starting_velocities
 from .config import PRESETS, describe_keys, load_config
@@ -36,7 +38,8 @@ examples:
   meltquench run --restart runs/demo-20261125-101500
                                           continue a stopped run from its last checkpoint
   meltquench analyse runs/demo-20261125-101500
-                                          region-resolved g(r) and coordination numbers
+                                          region-resolved g(r) and coordination numbers, and
+                                          whether the melt melted (melt.json)
   meltquench config --show --preset demo  the resolved configuration as YAML
   meltquench config --keys                every configuration key with its default
 """
@@ -86,7 +89,7 @@ def build_parser():
                    "checkpoint and exit with code 75 before it is spent")
 
     p = sub.add_parser("analyse", aliases=["analyze"], help="region-resolved g(r) and coordination "
-                       "numbers of a run folder or trajectory")
+                       "numbers of a run folder or trajectory, and whether it melted")
     add_analyse_arguments(p)
 
     p = sub.add_parser("build", help="build the starting model and write it to a file")
@@ -274,6 +277,13 @@ def add_analyse_arguments(parser):
                         help="output folder (default RUN_DIR/analysis or <trajectory>_analysis)")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace the results of an earlier analysis in the output folder")
+    parser.add_argument("--no-melt", dest="melt", action="store_false",
+                        help="skip the melt diagnostics (MSD, V6/O4 fractions and q6bar per "
+                             "region against time, and the melted / amorphous / intact "
+                             "verdicts: melt.json, melt_msd.png, melt_order.png)")
+    parser.add_argument("--order-cutoff", type=float, default=ORDER_CUTOFF_A, metavar="R",
+                        help="O-O bond cutoff (Å) of the order parameter q6bar, default "
+                             f"{ORDER_CUTOFF_A:g}")
     return parser
 
 
@@ -304,20 +314,32 @@ def default_analysis_dir(source):
 
 
 def analyse_from_args(args):
-    """Run :func:`~meltquench.analysis.analyse` from parsed arguments, write the outputs and
-    print the table (rank 0); returns the :class:`~meltquench.analysis.AnalysisResult`."""
+    """Run :func:`~meltquench.analysis.analyse` (and, unless ``--no-melt``,
+    :func:`~meltquench.analysis.melt_diagnostics`) from parsed arguments, write the outputs and
+    print the table and the verdicts (rank 0); returns the
+    :class:`~meltquench.analysis.AnalysisResult`."""
     cutoffs = parse_cutoff_options(getattr(args, "cutoff", None)) or None
     out = Path(args.out) if getattr(args, "out", None) else default_analysis_dir(args.source)
     if (out / "summary.json").exists() and not getattr(args, "overwrite", False):
         raise UserError(f"{out} already holds an analysis: pass --overwrite to replace it or "
                         "--out DIR to write elsewhere")
+    regions = tuple(getattr(args, "regions", None) or REGIONS)
+    order_cutoff = check_length("--order-cutoff", getattr(args, "order_cutoff", ORDER_CUTOFF_A))
     result = analyse(args.source, rmax=args.rmax, nbins=args.nbins, start=args.start,
-                     stop=args.stop, stride=args.stride,
-                     regions=tuple(getattr(args, "regions", None) or REGIONS),
+                     stop=args.stop, stride=args.stride, regions=regions,
                      interface_width=args.interface_width, cutoffs=cutoffs, pairs=args.pairs)
     result.write(out)
     if result.rank == 0:
         print(result.table())
+    if getattr(args, "melt", True):
+        melt = melt_diagnostics(args.source, cutoff_VO=vo_cutoff(result),
+                                order_cutoff=order_cutoff,
+                                regions=regions, interface_width=args.interface_width,
+                                start=args.start, stop=args.stop, stride=args.stride)
+        melt.write(out)
+        if melt.rank == 0:
+            print("\n" + "\n".join(melt.verdict_lines()))
+    if result.rank == 0:
         print(f"written to {out}")
     return result
 

@@ -1,4 +1,5 @@
-"""Partial RDFs and coordination numbers per region in one call: :func:`analyse`.
+"""Partial RDFs and coordination numbers per region in one call: :func:`analyse`; the melt
+diagnostics and their verdicts in another: :func:`melt_diagnostics`.
 
 It runs :class:`~.rdf.PartialRDF` and :class:`~.coordination.Coordination` on one
 :class:`~.frames.Frames`. Pairs without a given cutoff take the first minimum of their g(r)
@@ -13,9 +14,11 @@ from ..kernels import parallel
 from .base import AnalysisCollection, check_length, check_whole
 from .coordination import Coordination
 from .frames import Frames
+from .melt import (CN_CRYSTAL_MIN, FALLBACK_CUTOFF_VO_A, MSD_MELTED_A2, ORDER_CUTOFF_A,
+                   Q6BAR_CORUNDUM, Q6BAR_CRYSTAL_MIN, MeltDiagnostics, frame_clock, judge)
 from .rdf import PartialRDF
-from .regions import REGIONS, Regions
-from .report import AnalysisResult, PairResult
+from .regions import REGION_GROUPS, REGIONS, Regions
+from .report import AnalysisResult, MeltResult, PairResult
 
 
 def analyse(source, *, rmax=6.0, nbins=200, start=0, stop=None, stride=1,
@@ -79,3 +82,79 @@ def _result(label, rdf, cn, given, interface_width):
                           species=list(rdf.species.symbols), pairs=list(rdf.pairs),
                           regions=list(rdf.regions), interface_width=interface_width,
                           cutoffs=cutoffs, rows=rows, notes=notes, rank=rdf.rank)
+
+
+def melt_diagnostics(source, *, cutoff_VO=None, order_cutoff=ORDER_CUTOFF_A, regions=REGIONS,
+                     interface_width=3.0, comm=None, start=0, stop=None, stride=1):
+    """Did the mobile region melt, is the quenched region amorphous, is the crystal intact?
+
+    Per region and frame: MSD (Å², from the first analysed frame), fractions of V with 6 O and
+    O with 4 V, and q̄6 of the O sublattice (:mod:`.melt`); then the verdicts. source: a run
+    folder (its frames are then timed and staged by its config.yaml and md.log), a trajectory
+    or structure file, an Atoms or a list of them; frames ``[start:stop:stride]``.
+    ``cutoff_VO`` (Å): the V-O bond cutoff; None: the first minimum of g_VO(r) over all atoms,
+    as :func:`analyse` finds it with its default rmax and nbins. ``order_cutoff`` (Å): the O-O
+    bonds of q̄6. ``regions``, ``interface_width`` (Å) and ``comm`` as :func:`analyse`. Every
+    rank returns the full :class:`~.report.MeltResult`.
+    """
+    comm = parallel.get_comm(comm)
+    interface_width = check_length("interface_width", interface_width, positive=False)
+    if cutoff_VO is not None:
+        cutoff_VO = check_length("cutoff_VO", cutoff_VO)
+    check_length("order_cutoff", order_cutoff)
+    check_whole("start", start)
+    check_whole("stop", stop, none_ok=True)
+    check_whole("stride", stride, minimum=1)
+    Regions(regions)
+    notes = []
+    with Frames(source) as frames:
+        options = dict(regions=regions, interface_width=interface_width, comm=comm)
+        cutoff_source = "given"
+        if cutoff_VO is None:
+            cutoff_VO, cutoff_source = _auto_cutoff_VO(frames, start, stop, stride, comm)
+            if cutoff_source == "fallback":
+                notes.append(f"no first minimum of g_VO(r) below 6 Å: V-O cutoff "
+                             f"{cutoff_VO:g} Å (give one)")
+        md = MeltDiagnostics(frames, cutoff_VO=cutoff_VO, order_cutoff=order_cutoff, **options)
+        md.run(start, stop, stride)
+        clock = frame_clock(frames, md.frames)
+    return MeltResult(
+        source=frames.label, frames=md.frames, steps=clock.steps, times_fs=clock.times_fs,
+        stages=clock.stages, regions=list(md.regions),
+        series={name: md.series(REGION_GROUPS[name]) for name in md.regions},
+        cutoff_VO=cutoff_VO, cutoff_source=cutoff_source,
+        order={"name": "q6bar", "centres": "O", "neighbours": "O", "l": 6,
+               "cutoff_A": float(order_cutoff), "perfect_crystal": Q6BAR_CORUNDUM,
+               "definition": "Lechner-Dellago averaged bond order q6bar of the O sublattice, "
+                             "mean over the region's O atoms",
+               "citation": "W. Lechner and C. Dellago, J. Chem. Phys. 129, 114707 (2008); "
+                           "P. J. Steinhardt, D. R. Nelson and M. Ronchetti, Phys. Rev. B 28, "
+                           "784 (1983)"},
+        criteria={"msd_melted_A2": MSD_MELTED_A2, "q6bar_crystal_min": Q6BAR_CRYSTAL_MIN,
+                  "cn_crystal_min": CN_CRYSTAL_MIN},
+        unwrapped=md.unwrapped, interface_width=interface_width, verdicts=judge(md, clock),
+        notes=notes + md.notes + clock.notes, rank=md.rank)
+
+
+def _auto_cutoff_VO(frames, start, stop, stride, comm):
+    """(cutoff Å, source): the first minimum of g_VO(r) over all atoms of the frames, with
+    :func:`analyse`'s default rmax and nbins ('auto'), else :data:`~.melt.FALLBACK_CUTOFF_VO_A`
+    ('fallback'); without V or O atoms, the fallback marked 'none' (nothing is counted)."""
+    symbols = set(frames.get(frames.select(start, stop, stride)[0]).get_chemical_symbols())
+    if {"V", "O"} <= symbols:
+        rdf = PartialRDF(frames, rmax=6.0, nbins=200, pairs=["V-O"], regions="all", comm=comm)
+        rdf.run(start, stop, stride)
+        if "V-O" in rdf.cutoffs:
+            return rdf.cutoffs["V-O"], "auto"
+        return FALLBACK_CUTOFF_VO_A, "fallback"
+    return FALLBACK_CUTOFF_VO_A, "none"
+
+
+def vo_cutoff(result):
+    """The V-O cutoff (Å) the coordination numbers of ``result`` used (V-O, else O-V: the same
+    bond); None without one (the melt diagnostics then find their own)."""
+    for pair in ("V-O", "O-V"):
+        value = result.cutoffs.get(pair, math.nan)
+        if math.isfinite(value):
+            return value
+    return None

@@ -240,3 +240,182 @@ def _write_json(path, data):
         json.dump(data, fh, indent=1, allow_nan=False, ensure_ascii=False)
         fh.write("\n")
     os.replace(tmp, path)
+
+
+# --------------------------------------------------------------------------- melt diagnostics
+def _output_folder(path):
+    """``path`` as a Path, the folder made if need be (a UserError if it cannot be)."""
+    out = Path(path)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"cannot create the output folder {out}: {exc.strerror}") from None
+    return out
+
+
+#: How :meth:`Verdict.line` shows the numbers of a verdict: key -> (label, format).
+_VERDICT_NUMBERS = {
+    "msd_gain_A2": ("MSD gained in the stage", "{:.2f} Å²"),
+    "msd_A2": ("MSD from the first frame", "{:.2f} Å²"),
+    "msd_max_A2": ("MSD max", "{:.2f} Å²"), "q6bar": ("q6bar", "{:.3f}"),
+    "frac_V6": ("V6", "{:.2f}"), "frac_O4": ("O4", "{:.2f}")}
+
+
+@dataclass
+class Verdict:
+    """One conclusion of the melt diagnostics (:func:`~.melt.judge` says how each is drawn).
+
+    ``name``: 'melt' (did the mobile region melt), 'quench' (what the quench left) or
+    'crystal' (did the fixed crystal stay one); ``status``: 'melted' / 'did not melt',
+    'amorphous' / 'recrystallised' / 'crystalline', 'intact' / 'damaged', or 'unknown';
+    ``ok``: whether that is what a melt-quench wants; ``frames``: which frames were judged;
+    ``numbers``: the measured values (Å² for MSD); ``criteria`` and ``advice`` in words.
+    """
+
+    name: str
+    region: str
+    status: str
+    ok: bool
+    frames: str
+    numbers: dict
+    criteria: str
+    advice: str = ""
+
+    def line(self):
+        """The console line(s): a failed verdict in capitals, with what to change."""
+        values = ", ".join(f"{label} {fmt.format(self.numbers[key])}"
+                           for key, (label, fmt) in _VERDICT_NUMBERS.items()
+                           if key in self.numbers and np.isfinite(self.numbers[key]))
+        status = self.status if self.ok else self.status.upper()
+        text = f"{self.name + ':':<9}{status} (region {self.region}; {self.frames})"
+        text += f": {values}" if values else ""
+        if self.criteria:
+            text += f"\n{'':9}criteria: {self.criteria}"
+        if self.advice:
+            text += f"\n{'':9}{'what to change' if not self.ok else 'note'}: {self.advice}"
+        return text
+
+    def to_dict(self):
+        return {"name": self.name, "region": self.region, "status": self.status,
+                "ok": bool(self.ok), "frames": self.frames,
+                "numbers": {k: _num(v) for k, v in self.numbers.items()},
+                "criteria": self.criteria, "advice": self.advice}
+
+
+@dataclass
+class MeltResult:
+    """What :func:`~meltquench.analysis.melt_diagnostics` measured and concluded.
+
+    Per analysed frame: ``frames`` (numbers in the trajectory), ``steps``, ``times_fs``
+    (None where unknown) and ``stages``; ``series[region]`` holds arrays over the frames:
+    ``msd`` (Å²), ``frac_V6``, ``frac_O4``, ``q6bar``, ``atoms``, ``V``, ``O``. ``verdicts``:
+    :class:`Verdict` s; ``criteria``: the thresholds they used; ``order``: what the order
+    parameter is.
+    """
+
+    source: str
+    frames: list
+    steps: list
+    times_fs: list
+    stages: list
+    regions: list
+    series: dict
+    cutoff_VO: float
+    cutoff_source: str        # 'given', 'auto' (first minimum of g_VO over all atoms), 'fallback'
+    order: dict
+    criteria: dict
+    unwrapped: bool
+    interface_width: float
+    verdicts: list
+    notes: list = field(default_factory=list)
+    rank: int = 0
+
+    def verdict(self, name):
+        """The :class:`Verdict` called ``name`` ('melt', 'quench', 'crystal'), or None."""
+        return next((v for v in self.verdicts if v.name == name), None)
+
+    def verdict_lines(self):
+        """The verdicts as console lines (a list of strings), notes last."""
+        lines = [f"Melt diagnostics: {self.source}, {len(self.frames)} frame(s), V-O cutoff "
+                 f"{self.cutoff_VO:.3f} Å ({self.cutoff_source})"]
+        lines += [line for v in self.verdicts for line in v.line().splitlines()]
+        lines += [f"note: {n}" for n in self.notes]
+        return lines
+
+    def to_dict(self):
+        """JSON-able dictionary (NaN as None): the series per region and the verdicts."""
+        return {"source": self.source, "n_frames": len(self.frames),
+                "frames": [int(f) for f in self.frames],
+                "step": [None if s is None else int(s) for s in self.steps],
+                "time_fs": [None if t is None else _num(t) for t in self.times_fs],
+                "stage": list(self.stages), "regions": list(self.regions),
+                "interface_width": self.interface_width,
+                "cutoff_VO": {"value": self.cutoff_VO, "source": self.cutoff_source},
+                "order_parameter": dict(self.order), "unwrapped": bool(self.unwrapped),
+                "units": {"time_fs": "fs", "msd_A2": "Å²", "frac_V6": "fraction of V",
+                          "frac_O4": "fraction of O", "q6bar": "1"},
+                "series": {region: {"msd_A2": [_num(x) for x in s["msd"]],
+                                    "frac_V6": [_num(x) for x in s["frac_V6"]],
+                                    "frac_O4": [_num(x) for x in s["frac_O4"]],
+                                    "q6bar": [_num(x) for x in s["q6bar"]],
+                                    "atoms": [int(x) for x in s["atoms"]],
+                                    "V": [int(x) for x in s["V"]], "O": [int(x) for x in s["O"]]}
+                           for region, s in self.series.items()},
+                "criteria": dict(self.criteria),
+                "verdicts": [v.to_dict() for v in self.verdicts], "notes": list(self.notes)}
+
+    def write(self, out_dir):
+        """Write melt.json, melt_msd.png and melt_order.png into ``out_dir`` (rank 0 only);
+        returns the paths written (empty on other ranks)."""
+        if self.rank != 0:
+            return []
+        out = _output_folder(out_dir)
+        paths = [out / "melt.json", out / "melt_msd.png", out / "melt_order.png"]
+        _write_json(paths[0], self.to_dict())
+        self._plot(paths[1], [("msd", "MSD (Å²)", self.criteria.get("msd_melted_A2"))],
+                   "Mean-square displacement from the first analysed frame")
+        self._plot(paths[2], [("frac_V6", "V with 6 O", self.criteria.get("cn_crystal_min")),
+                              ("frac_O4", "O with 4 V", self.criteria.get("cn_crystal_min")),
+                              ("q6bar", "q6bar (O sublattice)",
+                               self.criteria.get("q6bar_crystal_min"))],
+                   f"Coordination (V-O < {self.cutoff_VO:.2f} Å) and order")
+        return paths
+
+    def _x(self):
+        """(x values, label): time in ps where every frame has one, else frame numbers."""
+        if self.times_fs and None not in self.times_fs:
+            return np.array(self.times_fs, float) / 1000.0, "time (ps)"
+        return np.array(self.frames, float), "frame"
+
+    def _plot(self, path, panels, title):
+        """One panel per (series key, label, threshold line) against time, one line per
+        region, the stages marked."""
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+        fig = Figure(figsize=(7.0, 2.6 * len(panels) + 0.6), layout="constrained")
+        FigureCanvasAgg(fig)
+        x, xlabel = self._x()
+        for k, (key, label, limit) in enumerate(panels):
+            ax = fig.add_subplot(len(panels), 1, k + 1)
+            for c, region in enumerate(self.regions):
+                ax.plot(x, self.series[region][key], color=f"C{c}", lw=1.3,
+                        marker="o" if len(x) < 30 else None, ms=3, label=region)
+            if limit is not None:
+                ax.axhline(limit, color="0.4", ls="--", lw=1)
+            if key == "q6bar" and "perfect_crystal" in self.order:
+                ax.axhline(self.order["perfect_crystal"], color="0.6", ls=":", lw=1)
+            self._mark_stages(ax, x)
+            ax.set_ylabel(label)
+            ax.set_xlabel(xlabel)
+            ax.legend(fontsize=8, loc="best")
+        fig.suptitle(f"{title}: {self.source}")
+        fig.savefig(path, dpi=110)
+        return path
+
+    def _mark_stages(self, ax, x):
+        starts = [i for i, s in enumerate(self.stages)
+                  if s != "all" and (i == 0 or s != self.stages[i - 1])]
+        for i in starts:
+            ax.axvline(x[i], color="0.8", lw=0.8)
+            ax.text(x[i], 1.0, f" {self.stages[i]}", transform=ax.get_xaxis_transform(),
+                    fontsize=7, va="top", color="0.4")
