@@ -16,7 +16,8 @@ write ``md.log``, the trajectory and the checkpoints. Everything goes into one r
 ``checkpoint.npz``    the last checkpoint, data only (:mod:`meltquench.checkpoint`)
 ``final.traj``        the structure after the quench and the final optimisation
 ``relax.log``         the optimiser's log
-``analysis/``         region-resolved RDF and coordination (JSON, CSV, PNG)
+``analysis/``         region-resolved RDF and coordination, melt diagnostics (did it melt?),
+                      force spot checks against the finish calculator (JSON, CSV, PNG)
 ``.meltquench-run``   the marker of a meltquench run folder; ``.meltquench-lock`` its lock
 ====================  ==============================================================
 
@@ -43,7 +44,8 @@ from ase.optimize import BFGS, FIRE
 from ase.parallel import DummyMPI
 
 from . import calculators, dynamics, rundir
-from .analysis import analyse
+from .analysis import analyse, melt_diagnostics, vo_cutoff
+from .checks import SpotChecks, unconstrained_forces
 from .checkpoint import atoms_from_checkpoint, checkpoint_state, read_checkpoint
 from .config import Config, config_from_dict, read_yaml
 from .errors import Interrupted, RunawayDynamics, SCFFailure, UserError
@@ -63,11 +65,13 @@ OPTIMISERS = {"FIRE": FIRE, "BFGS": BFGS}
 #: analysis, the thermostat couplings the checkpoint does not hold, the runaway guard and
 #: the final optimisation. Any other change (time step, schedule, model, physics of the
 #: calculator, NHC time constant, seeds, ...) would not continue the same run and is refused.
+_NUMERICAL_CALCULATOR_KEYS = (
+    "gpaw.mixer", "gpaw.convergence", "gpaw.maxiter", "gpaw.parallel", "gpaw.extrapolation",
+    "vasp.ncore", "vasp.algo", "tblite.max_iterations", "ml.threads")
 RESTART_MAY_CHANGE = (
-    "output", "analysis", "replicas.vary",
-    "calculator.gpaw.mixer", "calculator.gpaw.convergence", "calculator.gpaw.maxiter",
-    "calculator.gpaw.parallel", "calculator.gpaw.extrapolation", "calculator.vasp.ncore",
-    "calculator.vasp.algo", "calculator.tblite.max_iterations",
+    "output", "analysis", "replicas.vary", "finish.check_every",
+    *(f"{section}.{key}" for section in ("calculator", "finish.calculator")
+      for key in _NUMERICAL_CALCULATOR_KEYS),
     "dynamics.taut_fs", "dynamics.friction_per_fs", "dynamics.max_temperature_factor",
     "dynamics.final_relax", "dynamics.relax_fmax", "dynamics.relax_steps",
     "dynamics.relax_region", "dynamics.relax_radius")
@@ -105,6 +109,7 @@ class RunResult:
     atoms: Atoms
     nsteps: int
     analysis: object = None
+    melt: object = None  # the melt diagnostics (analysis.MeltResult): did it melt?
     files: dict = field(default_factory=dict)
 
 
@@ -120,6 +125,11 @@ class MeltQuench:
         self.schedule = cfg.build_schedule()
         self.dt_fs = cfg.dynamics.timestep_fs
         self.nsteps = self.schedule.nsteps(self.dt_fs)
+        #: the last step of the run's own calculator: later steps (the anneal) are the
+        #: finish calculator's, as is the final optimisation
+        self.last_main_step = self.nsteps
+        if cfg.finish.calculator is not None and cfg.finish.anneal_ps > 0:
+            self.last_main_step = int(round(self.schedule.stage_start_fs("anneal") / self.dt_fs))
         self.stop_after_s = stop_after_s
         self.stream = stream or sys.stdout
         self._calculator = calculator  # a ready ASE calculator (Python users, tests)
@@ -129,6 +139,7 @@ class MeltQuench:
         self.n_frames = 0  # frames in trajectory.traj once the MD is over
         self.stop = None  # the StopFlag, while the run runs
         self.recorder = None  # the StepRecorder, once the MD runs
+        self.attached_finish = False  # whether the atoms carry the finish calculator
 
     def say(self, text):
         if self.is_root:
@@ -137,34 +148,49 @@ class MeltQuench:
     def path(self, name):
         return self.run_dir / name
 
-    def calculator_settings(self):
-        """The configured settings, or their SCF fallback once the fallback was needed."""
-        settings = self.cfg.calculator
+    def in_finish(self, step):
+        """True where the finish calculator computes: MD steps after :attr:`last_main_step`
+        (the anneal) and, with ``step=None``, the final optimisation."""
+        if self.cfg.finish.calculator is None:
+            return False
+        return step is None or step > self.last_main_step
+
+    def calculator_settings(self, step=None):
+        """The settings of the calculator of MD step ``step`` (None: the final optimisation's),
+        or their SCF fallback once the fallback was needed."""
+        settings = self.cfg.finish.calculator if self.in_finish(step) else self.cfg.calculator
         if self.fallback_used:
             settings = calculators.conservative_fallback(settings) or settings
         return settings
 
-    def make_calculator(self):
-        if self._calculator is not None and not self.fallback_used:
-            return self._calculator
-        return calculators.make_calculator(self.calculator_settings(), directory=self.run_dir,
-                                           comm=self.comm)
+    def user_calculator(self, step):
+        """The calculator a Python user gave, where it computes (None elsewhere)."""
+        if self._calculator is None or self.fallback_used or self.in_finish(step):
+            return None
+        return self._calculator
+
+    def make_calculator(self, step=None):
+        return self.user_calculator(step) or calculators.make_calculator(
+            self.calculator_settings(step), directory=self.run_dir, comm=self.comm)
 
     def attach_calculator(self, atoms, step):
-        """Give ``atoms`` their calculator (and the initial magnetic moments its settings
-        imply), its electrons at the temperature of ``step``."""
-        calculators.prepare_atoms(self.calculator_settings(), atoms)
-        atoms.calc = self.make_calculator()
-        self.follow_electrons(atoms, step)
+        """Give ``atoms`` the calculator of MD step ``step`` (None: of the final optimisation)
+        and the initial magnetic moments its settings imply, its electrons at the temperature
+        of ``step``."""
+        calculators.prepare_atoms(self.calculator_settings(step), atoms)
+        atoms.calc = self.make_calculator(step)
+        self.attached_finish = self.in_finish(step)
+        if step is not None:
+            self.follow_electrons(atoms, step)
 
     def follow_electrons(self, atoms, step):
         """Set the smearing width for the target temperature of ``step``
         (``electronic_temperature: follow``): the step's force call runs at it. A pure function
         of the step, so a restart uses the widths of the uninterrupted run. A calculator the
         user gave is left as it is."""
-        if self._calculator is not None and not self.fallback_used:
+        if self.user_calculator(step) is not None:
             return
-        calculators.set_electronic_temperature(atoms.calc, self.calculator_settings(),
+        calculators.set_electronic_temperature(atoms.calc, self.calculator_settings(step),
                                                self.schedule.temperature(step * self.dt_fs))
 
     # ---- start and restart
@@ -268,12 +294,22 @@ class MeltQuench:
         for step in range(first, self.nsteps + 1):
             dyn.set_temperature(self.schedule.temperature(step * self.dt_fs))
             self.snapshot = (atoms.positions.copy(), atoms.get_momenta(), dyn.get_state())
+            if self.in_finish(step) and not self.attached_finish:
+                self.switch_to_finish(atoms, dyn, step)
             self.follow_electrons(atoms, step)
             self.recorder.start()
             self.advance(atoms, dyn, step)
             self.recorder.stop()
             dyn.nsteps += 1
             dyn.call_observers()
+
+    def switch_to_finish(self, atoms, dyn, step):
+        """Hand the dynamics to the finish calculator before step ``step``: its forces at the
+        current positions start the step (a restart from any checkpoint does the same)."""
+        self.say(f"step {step}: switching to the finish calculator, "
+                 f"{calculators.describe(self.cfg.finish.calculator)}")
+        self.attach_calculator(atoms, step)
+        dyn.forget_forces()
 
     def advance(self, atoms, dyn, step):
         """One step; on SCF non-convergence one retry with the fallback settings."""
@@ -284,7 +320,8 @@ class MeltQuench:
             if not calculators.is_scf_failure(exc):
                 raise
             error = exc
-        if not self.fallback_used and calculators.conservative_fallback(self.cfg.calculator):
+        if not self.fallback_used and calculators.conservative_fallback(
+                self.calculator_settings(step)):
             self.say(f"step {step}: SCF did not converge ({type(error).__name__}); retrying with "
                      "the fallback settings (more conservative mixer), kept for the rest of the run")
             self.fallback_used = True
@@ -392,27 +429,75 @@ class MeltQuench:
             atoms.calc = calc
             self.say(f"defects made after the quench:\n{composition_text(atoms)}")
         d = self.cfg.dynamics
+        if self.is_root:
+            self.path("relax.log").unlink(missing_ok=True)  # a restart's starts afresh
+        finish = self.in_finish(None)
+        if d.final_relax and finish and not self.attached_finish:
+            # the cheap calculator first: the finish starts near its minimum
+            self.optimise(atoms, "pre-optimisation with the run's calculator", d.relax_steps)
+        if finish and not self.attached_finish:
+            self.say("the finish calculator takes over: "
+                     f"{calculators.describe(self.cfg.finish.calculator)}")
+            self.attach_calculator(atoms, None)
         if d.final_relax:
-            if self.is_root:
-                self.path("relax.log").unlink(missing_ok=True)  # a restart's starts afresh
-            logfile = str(self.path("relax.log")) if self.is_root else None
-            with relax_region(atoms, d.relax_region, d.relax_radius) as note:
-                self.say(note)
-                opt = OPTIMISERS[d.final_relax](atoms, logfile=logfile)
-                opt.attach(self.stop_in_relax, 1, opt)
-                converged = opt.run(fmax=d.relax_fmax, steps=d.relax_steps)
-                fmax = np.abs(atoms.get_forces()).max() if len(atoms) else 0.0
-            self.say(f"final {d.final_relax} optimisation: {opt.nsteps} steps, max |F| component "
-                     f"{fmax:.3f} eV/Å ({'converged' if converged else 'NOT converged'} to "
-                     f"{d.relax_fmax} eV/Å)")
+            steps = d.relax_steps
+            if finish and self.cfg.finish.relax_steps is not None:
+                steps = self.cfg.finish.relax_steps
+            self.optimise(atoms, "final optimisation", steps)
         if self.is_root:
             rundir.write_traj(self.path("final.traj"), atoms)
             if self.cfg.output.extxyz:
                 frames = read(self.path("trajectory.traj"), index=":", parallel=False)
                 write(self.path("trajectory.extxyz"), frames, format="extxyz", parallel=False)
                 write(self.path("final.extxyz"), atoms, format="extxyz", parallel=False)
+        if finish:
+            self.spot_checks(atoms)
         self.checkpoint(atoms, None, self.nsteps, phase="analysis")
         return atoms
+
+    def optimise(self, atoms, label, steps):
+        """``dynamics.final_relax`` of the atoms of ``dynamics.relax_region`` with the attached
+        calculator, for at most ``steps`` steps (0: forces only), logged to ``relax.log``."""
+        d = self.cfg.dynamics
+        logfile = str(self.path("relax.log")) if self.is_root else None
+        with relax_region(atoms, d.relax_region, d.relax_radius) as note:
+            self.say(note)
+            opt = OPTIMISERS[d.final_relax](atoms, logfile=logfile)
+            opt.attach(self.stop_in_relax, 1, opt)
+            converged = opt.run(fmax=d.relax_fmax, steps=steps)
+            fmax = np.abs(atoms.get_forces()).max() if len(atoms) else 0.0
+        self.say(f"{label} ({d.final_relax}): {opt.nsteps} steps, max |F| component "
+                 f"{fmax:.3f} eV/Å ({'converged' if converged else 'NOT converged'} to "
+                 f"{d.relax_fmax} eV/Å)")
+
+    def spot_checks(self, atoms):
+        """Forces of the run's calculator against the finish calculator's on the mobile atoms
+        of the final structure and of every ``finish.check_every``-th frame of the
+        programme (:mod:`meltquench.checks`); printed, and written to ``analysis/``."""
+        reference = atoms.calc
+        checks = SpotChecks(calculators.describe(self.cfg.calculator),
+                            calculators.describe(self.cfg.finish.calculator))
+        mobile = ~fixed_mask(atoms)
+        final_reference = atoms.get_forces(apply_constraint=False)[mobile]
+        own = self.make_calculator(self.last_main_step)
+        every = self.cfg.finish.check_every
+        if every:
+            interval = self.cfg.output.trajectory_interval
+            frames = read(self.path("trajectory.traj"), index=f"::{every}", parallel=False)
+            for k, frame in enumerate(frames):
+                step = k * every * interval
+                if step > self.last_main_step:
+                    break
+                moving = ~fixed_mask(frame)
+                stage = self.schedule.stage_at(max(step * self.dt_fs - 1e-9, 0.0)).name
+                checks.add(f"frame {k * every} (step {step})", stage,
+                           unconstrained_forces(frame, own)[moving],
+                           unconstrained_forces(frame, reference)[moving])
+        checks.add("final structure", "final structure",
+                   unconstrained_forces(atoms, own)[mobile], final_reference)
+        self.say("\n".join(checks.lines()))
+        if self.is_root:
+            checks.write(self.path("analysis"))
 
     def stop_in_relax(self, opt):
         """Optimiser observer: stop (checkpointed: the one of the last MD step) on a signal
@@ -439,6 +524,7 @@ class MeltQuench:
         result = RunResult(self.run_dir, atoms, self.nsteps, files=files)
         if self.cfg.analysis.enabled:
             result.analysis = self.analyse()
+            result.melt = self.melt
             files["analysis"] = self.path("analysis")
         self.checkpoint(atoms, None, self.nsteps, phase="done")
         return result
@@ -465,6 +551,12 @@ class MeltQuench:
         result.write(self.path("analysis"))
         self.say(f"\nRegion-resolved structure ({an.frames} frames of {source.name}):\n"
                  f"{result.table()}")
+        # did it melt? every frame of the programme, by region and stage
+        melt = melt_diagnostics(str(self.run_dir), cutoff_VO=vo_cutoff(result),
+                                interface_width=an.interface_width, comm=self.comm)
+        melt.write(self.path("analysis"))
+        self.say("\n" + "\n".join(melt.verdict_lines()))
+        self.melt = melt
         return result
 
 
@@ -484,6 +576,10 @@ def run(cfg, run_dir=None, comm=None, overwrite=None, stop_after_s=None, stream=
     else:
         atoms = atoms.copy()
         check_model(atoms)
+    if calculator is None:
+        calculators.check_available(cfg.calculator)
+    if cfg.finish.calculator is not None:
+        calculators.check_available(cfg.finish.calculator)
     if run_dir is None:
         run_dir = cfg.output.directory or rundir.default_run_dir(cfg.output.name, comm)
     with rundir.prepare_run_dir(run_dir, overwrite, comm):

@@ -13,8 +13,8 @@ from ase.geometry import get_distances
 
 from .defects import PAPER_DEFECTIVE_RECIPE, apply_defects, composition_report, format_composition
 from .errors import UserError
-from .structures import (BUILDERS, CRYSTAL, conventional_hexagonal_cell, fixed_mask,
-                         min_distance, read_structure, split_regions)
+from .structures import (BUILDERS, CRYSTAL, conventional_hexagonal_cell, expand_melt,
+                         fixed_mask, min_distance, read_structure, split_regions)
 
 #: Closest approach (Å) of two atoms that a model may have; closer means a broken structure.
 MIN_DISTANCE_A = 0.5
@@ -41,6 +41,7 @@ def build_model(cfg):
                         "the crystal/melt split needs a periodic cell")
     split_regions(atoms, axis=cfg.regions.axis, melt_fraction=cfg.regions.melt_fraction,
                   origin=cfg.regions.origin, fix_crystal=cfg.regions.fix_crystal)
+    expand_melt(atoms, cfg.regions.melt_expansion)
     if st.defects and st.defect_stage == "before-melt":
         atoms = apply_defect_recipe(atoms, st.defects, st.seed)
     check_model(atoms)

@@ -1,47 +1,70 @@
-"""The plan of a run before it runs: model, regions, calculator, programme and cost.
+"""The plan of a run before it runs: model, regions, calculators, programme and cost.
 
 :func:`plan_lines` is what every run prints at its start and :func:`dry_run` what
-``meltquench run --dry-run`` prints. The cost is an extrapolation from step times measured on
-a 2-core development machine (:data:`MEASURED`) to the model's size, as
-N^:data:`SCALING_EXPONENT` with the number of atoms N, and ideal division over the MPI ranks.
-Treat it as an order of magnitude, not a promise.
+``meltquench run --dry-run`` prints. The cost of a step is a power law in the number of atoms N,
+``s(N) = s_ref (N / N_ref)^k``, fitted (least squares in log-log) to the step times of
+:data:`MEASURED`, on the 2-core development machine, with ideal division over the MPI ranks;
+with one measured size, :data:`DEFAULT_EXPONENT` is used. Each part of the run (the programme,
+the finish's anneal, the final optimisation) is costed with its own calculator. Treat it as an
+order of magnitude, not a promise.
 """
+
+import numpy as np
+
 from . import calculators
 from .config import load_config
 from .kernels.parallel import get_comm
 from .model import build_model, composition_text
 from .structures import format_region_report
 
-#: Seconds per MD step measured on one core of the 2-core development machine (shared, so
-#: indicative), as (atoms, seconds per MD step at 4000 K with the engine's defaults).
+#: Wall seconds per MD step (energy and forces once) measured on one core of the 2-core
+#: development machine (shared, so indicative), as [(atoms, seconds), ...] per engine.
 #: GPAW sz(dzp): ``python benchmarks/bench_gpaw_scf.py --steps 10 --only ours`` (40 atoms,
-#: PBE+U, MDPulay mixer, median 12.5 SCF iterations per step, the other core busy); GPAW dzp:
-#: the 10-atom cell; tblite and pair: Bussi steps on corundum cells. PW mode has no
-#: measurement here, so its cost is not estimated.
+#: PBE+U, MDPulay mixer, median 12.5 SCF iterations per step, the other core busy) and the
+#: 10-atom cell; GPAW dzp: the 10-atom cell and ``paper-perfect``'s 240 atoms (PBE+U, D3 off,
+#: 12.5 SCF iterations of 110-180 s, set-up of 114 s not counted; issue 13); tblite and pair: Bussi steps on corundum cells;
+#: CHGNet 0.3.0 and SevenNet-0 (energy and forces, 1 torch thread, the other core busy):
+#: corundum supercells of 120 and 240 atoms (``python benchmarks/bench_ml.py``). PW mode has
+#: no measurement here, so its cost is not estimated.
 MEASURED = {
-    ("gpaw", "lcao", "sz(dzp)"): (40, 33.0),
-    ("gpaw", "lcao", "dzp"): (10, 11.0),
-    ("tblite", None, None): (30, 3.0),   # GFN1-xTB, OMP_NUM_THREADS=1
-    ("pair", None, None): (60, 0.0011),
+    ("gpaw", "lcao", "sz(dzp)"): [(10, 3.5), (40, 33.0)],
+    ("gpaw", "lcao", "dzp"): [(10, 11.0), (240, 1800.0)],
+    ("tblite", None, None): [(30, 3.0)],   # GFN1-xTB, OMP_NUM_THREADS=1
+    ("pair", None, None): [(60, 0.0011)],
+    ("chgnet", None, None): [(120, 1.07), (240, 2.94)],
+    ("sevennet", None, None): [(120, 2.0), (240, 5.45)],
 }
-#: Cost ~ N^2.5, from the 10- and 40-atom sz(dzp) steps: log(109 s / 3.5 s) / log(4) = 2.5
-#: (LCAO at these sizes is still dominated by matrix set-up rather than the N^3
-#: diagonalisation, so very large cells may cost more).
-SCALING_EXPONENT = 2.5
+#: Exponent of the power law where one size was measured: LCAO at tens of atoms is still
+#: dominated by matrix set-up rather than the N^3 diagonalisation (the sz(dzp) pair gives 1.6).
+DEFAULT_EXPONENT = 2.0
 
 
-def step_cost_s(cfg, n_atoms, ranks=1):
-    """Estimated wall seconds per MD step (None where no step time was measured)."""
-    c = cfg.calculator
+def cost_law(settings):
+    """``(N_ref, s_ref, k)`` of the step-time power law of calculator ``settings``, or None."""
+    c = calculators.CalculatorSettings.from_dict(settings)
     if c.name == "gpaw":
-        mode = c.gpaw.mode
-        ref = MEASURED.get(("gpaw", mode, c.gpaw.basis if mode == "lcao" else None))
+        key = ("gpaw", c.gpaw.mode, c.gpaw.basis if c.gpaw.mode == "lcao" else None)
     else:
-        ref = MEASURED.get((c.name, None, None))
-    if ref is None:
+        key = (c.name, None, None)
+    points = MEASURED.get(key)
+    if not points:
         return None
-    n_ref, s_ref = ref
-    return s_ref * (n_atoms / n_ref) ** SCALING_EXPONENT / max(ranks, 1)
+    n, t = np.log(np.array(points, float)).T
+    if len(points) == 1:
+        return float(np.exp(n[0])), float(np.exp(t[0])), DEFAULT_EXPONENT
+    k, c0 = np.polyfit(n, t, 1)
+    n_ref = float(np.exp(n[-1]))
+    return n_ref, float(np.exp(c0 + k * n[-1])), float(k)
+
+
+def step_cost_s(settings, n_atoms, ranks=1):
+    """Estimated wall seconds per MD step of calculator ``settings`` (None where no step time
+    was measured)."""
+    law = cost_law(settings)
+    if law is None:
+        return None
+    n_ref, s_ref, k = law
+    return s_ref * (n_atoms / n_ref) ** k / max(ranks, 1)
 
 
 def format_duration(seconds):
@@ -53,25 +76,71 @@ def format_duration(seconds):
     return f"{seconds:.0f} s"
 
 
+def run_parts(cfg):
+    """``[(label, calculator settings, steps)]``: the programme, the finish's anneal and the
+    final optimisation (at most ``relax_steps`` force calls; steps None: a single point),
+    each with its calculator."""
+    schedule = cfg.build_schedule()
+    dt = cfg.dynamics.timestep_fs
+    nsteps = schedule.nsteps(dt)
+    finish = cfg.finish.calculator
+    anneal = 0
+    if cfg.finish.anneal_ps > 0:
+        anneal = nsteps - int(round(schedule.stage_start_fs("anneal") / dt))
+    parts = []
+    if finish is None:
+        parts.append(("MD", cfg.calculator, nsteps))
+    else:
+        parts.append(("MD (heat, melt, quench, final)", cfg.calculator, nsteps - anneal))
+        if anneal:
+            parts.append((f"anneal ({cfg.finish.anneal_ps:g} ps)", finish, anneal))
+    relax = cfg.dynamics.final_relax
+    if relax:
+        steps = cfg.dynamics.relax_steps
+        if finish is not None and not anneal:
+            parts.append((f"pre-optimisation {relax} (at most)", cfg.calculator, steps))
+        if finish is not None and cfg.finish.relax_steps is not None:
+            steps = cfg.finish.relax_steps
+        if steps:
+            parts.append((f"final {relax} (at most)", finish or cfg.calculator, steps))
+        else:
+            parts.append(("final single point", finish or cfg.calculator, None))
+    return parts
+
+
 def cost_lines(cfg, atoms, ranks=1):
     schedule = cfg.build_schedule()
     nsteps = schedule.nsteps(cfg.dynamics.timestep_fs)
-    per_step = step_cost_s(cfg, len(atoms), ranks)
     relax = cfg.dynamics.relax_steps if cfg.dynamics.final_relax else 0
-    total = None if per_step is None else per_step * (nsteps + relax)
     lines = [f"atoms {len(atoms)} ({atoms.get_chemical_formula()}), MD steps {nsteps} "
              f"({schedule.total_fs / 1000.0:g} ps at {cfg.dynamics.timestep_fs} fs)"
              + (f" + up to {relax} optimisation steps" if relax else "")]
-    if per_step is None:
-        lines.append("cost: not estimated (no step time of this calculator/mode was measured "
-                     "on the development machine; VASP cannot run there)")
+    total, unknown = 0.0, []
+    lines.append(f"estimated cost on {ranks} core(s) of a 2-core laptop-class machine "
+                 "(power laws fitted to measured step times, ideal MPI scaling; see "
+                 "meltquench.plan):")
+    for label, settings, steps in run_parts(cfg):
+        per_step = step_cost_s(settings, len(atoms), ranks)
+        name = calculators.describe(settings)
+        what = f"{label} with {name}" if steps is None else f"{label}: {steps} steps with {name}"
+        if per_step is None:
+            unknown.append(label)
+            lines.append(f"  {what}: not estimated (no step time of this calculator/mode was "
+                         "measured on the development machine; VASP cannot run there)")
+            continue
+        if steps is None:
+            total += per_step
+            lines.append(f"  {what}: ~{format_duration(per_step)}")
+            continue
+        total += per_step * steps
+        lines.append(f"  {what}: ~{format_duration(per_step)} per step, "
+                     f"~{format_duration(per_step * steps)}")
+    if unknown:
+        lines.append(f"  in all: ~{format_duration(total)} plus the parts not estimated")
     else:
-        lines.append(f"estimated cost on {ranks} core(s) of a 2-core laptop-class machine: "
-                     f"~{format_duration(per_step)} per step, ~{format_duration(total)} in all "
-                     "(rough N^2.5 extrapolation, ideal MPI scaling; see meltquench.plan)")
+        lines.append(f"  in all: ~{format_duration(total)}")
         if ranks == 1 and total > 86400:
-            lines.append(f"  on 128 ranks (ideal scaling): ~{format_duration(per_step / 128)} per "
-                         f"step, ~{format_duration(total / 128)} in all")
+            lines.append(f"  on 128 ranks (ideal scaling): ~{format_duration(total / 128)}")
     return lines
 
 
@@ -92,7 +161,31 @@ def plan_lines(cfg, atoms):
             + " ".join(f"{x:.3f}" for x in atoms.cell.cellpar()),
             format_region_report(atoms),
             *defect_lines(cfg, atoms),
-            f"calculator: {calculators.describe(cfg.calculator)}"]
+            f"calculator: {calculators.describe(cfg.calculator)}",
+            *finish_lines(cfg)]
+
+
+def finish_lines(cfg):
+    """What the plan says about the finish: its calculator and anneal."""
+    f = cfg.finish
+    if f.calculator is None:
+        return []
+    anneal = (f"anneals {f.anneal_ps:g} ps at {cfg.schedule.T_final_K:g} K, then " if
+              f.anneal_ps > 0 else "")
+    opt, steps = cfg.dynamics.final_relax, cfg.finish.relax_steps
+    if not opt:
+        relax = "no final optimisation"
+    elif f.anneal_ps > 0:
+        relax = f"the final {opt} optimisation"
+    else:
+        relax = (f"after a {opt} pre-optimisation with the run's calculator, " +
+                 ("a single point (finish.relax_steps 0)" if steps == 0 else
+                  f"the final {opt} optimisation" + (f" (at most {steps} steps)" if steps
+                                                       else "")))
+    checks = ("every {} frames and the final structure".format(f.check_every) if f.check_every
+              else "the final structure")
+    return [f"finish: {calculators.describe(f.calculator)} {anneal}{relax}; force spot checks "
+            f"of the run's calculator against it on {checks}"]
 
 
 def run_plan_text(cfg, atoms, run_dir, first_step, ranks):
@@ -118,7 +211,7 @@ def dry_run(cfg, ranks=None):
     lines = ["dry run: nothing is computed", *plan_lines(cfg, atoms),
              f"dynamics: {cfg.dynamics.thermostat}, seed {cfg.dynamics.seed}",
              cfg.build_schedule().describe()]
-    if cfg.calculator.name == "gpaw":
+    if "gpaw" in (cfg.calculator.name, getattr(cfg.finish.calculator, "name", None)):
         lines.append(f"GPAW parallel layout on {ranks} rank(s): "
                      f"{calculators.parallel_plan_text(cfg.calculator.gpaw.parallel, ranks)}")
     lines += cost_lines(cfg, atoms, ranks)

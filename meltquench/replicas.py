@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import calculators
 from .config import config_from_dict, read_yaml, replica_config
 from .driver import restart, run
 from .errors import UserError
@@ -46,6 +47,12 @@ def run_replicas(cfg, run_dir, comm=None, overwrite=False, stop_after_s=None, st
                  calculator_factory=None):
     """Run ``cfg.replicas.count`` replicas into ``run_dir/replica-<i>``; returns the summary."""
     comm, sub, mine = _split(comm, cfg.replicas.count)
+    if calculator_factory is None:  # before the folder is made: what to install, if anything
+        for index in range(cfg.replicas.count):
+            rcfg = replica_config(cfg, index)
+            for settings in (rcfg.calculator, rcfg.finish.calculator):
+                if settings is not None:
+                    calculators.check_available(settings)
     with prepare_run_dir(run_dir, overwrite, comm):
         if comm.Get_rank() == 0:
             (Path(run_dir) / "replicas.yaml").write_text(cfg.to_yaml())

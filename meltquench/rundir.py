@@ -36,7 +36,8 @@ RUN_FILES = ("config.yaml", "initial.traj", "trajectory.traj", "trajectory.extxy
              "replicas-summary.csv", "vasp/")
 #: What meltquench writes in ``analysis/``.
 ANALYSIS_FILES = ("summary.json", "summary.csv", "rdf.json", "rdf_*.png",
-                  "coordination_*.png", "*.tmp")
+                  "coordination_*.png", "checks.json", "checks.png", "melt.json",
+                  "melt_msd.png", "melt_order.png", "*.tmp")
 
 
 def collective(comm, action):

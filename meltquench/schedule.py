@@ -74,15 +74,19 @@ class Schedule:
 
 
 def melt_quench(T_start_K=300.0, T_melt_K=4000.0, T_final_K=300.0, heat_fs=1000.0,
-                melt_fs=6000.0, quench_fs=None, quench_rate_K_per_ps=None, final_fs=2000.0):
-    """The standard programme: heat T_start -> T_melt, hold, quench to T_final, hold.
+                melt_fs=6000.0, quench_fs=None, quench_rate_K_per_ps=None, final_fs=2000.0,
+                anneal_fs=0.0):
+    """The standard programme: heat T_start -> T_melt, hold, quench to T_final, hold; then
+    (``anneal_fs`` > 0) the ``anneal`` stage, a further hold at T_final that a run may give
+    its finish calculator.
 
     Give the quench either as a duration (``quench_fs``) or as a rate (K/ps, positive).
     """
     for name, value in (("T_start_K", T_start_K), ("T_melt_K", T_melt_K), ("T_final_K", T_final_K)):
         if not value > 0:
             raise UserError(f"schedule.{name} must be > 0 K, got {value}")
-    for name, value in (("heat_fs", heat_fs), ("melt_fs", melt_fs), ("final_fs", final_fs)):
+    for name, value in (("heat_fs", heat_fs), ("melt_fs", melt_fs), ("final_fs", final_fs),
+                        ("anneal_fs", anneal_fs)):
         if value < 0:
             raise UserError(f"schedule.{name} must be >= 0 fs, got {value}")
     if (quench_fs is None) == (quench_rate_K_per_ps is None):
@@ -96,5 +100,6 @@ def melt_quench(T_start_K=300.0, T_melt_K=4000.0, T_final_K=300.0, heat_fs=1000.
     return Schedule([Stage("heat", heat_fs, T_start_K, T_melt_K),
                      Stage("melt", melt_fs, T_melt_K, T_melt_K),
                      Stage("quench", quench_fs, T_melt_K, T_final_K),
-                     Stage("final", final_fs, T_final_K, T_final_K)])
+                     Stage("final", final_fs, T_final_K, T_final_K),
+                     Stage("anneal", anneal_fs, T_final_K, T_final_K)])
 

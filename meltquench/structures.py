@@ -233,6 +233,48 @@ def split_regions(atoms, axis=2, melt_fraction=0.5, origin=0.0, fix_crystal=True
     return atoms
 
 
+def expand_melt(atoms, expansion):
+    """Give the melt region of a split model (:func:`split_regions`) room along the split axis,
+    in place: the lattice vector of the axis grows so that the melt layer is ``1 + expansion``
+    times as thick, the crystal keeps its Cartesian geometry and the melt atoms are spread
+    evenly over the thicker layer (their other fractional coordinates kept). The melt's density
+    drops by that factor. The paper kept the crystal's cell; a melt held at the crystal's
+    density between two fixed crystal walls can superheat rather than melt (see
+    ``docs/analysis-melt.md``). Tags, constraints and the region information are updated;
+    returns ``atoms``.
+    """
+    if not expansion > 0:
+        return atoms
+    axis = int(atoms.info["region_axis"])
+    origin, second = atoms.info["region_planes"]
+    crystal_fraction = (second - origin) % 1.0
+    melt_fraction = 1.0 - crystal_fraction
+    tags = atoms.get_tags().copy()
+    scaled = atoms.get_scaled_positions(wrap=False)
+    u = np.round((scaled[:, axis] - origin) % 1.0, 10) % 1.0
+    stretch = 1.0 + expansion * melt_fraction  # the new length of the lattice vector, relative
+    melt = tags == MELT
+    u[~melt] /= stretch
+    u[melt] = (crystal_fraction + (u[melt] - crystal_fraction) * (1.0 + expansion)) / stretch
+    scaled[:, axis] = origin + u
+    cell = atoms.cell.array.copy()
+    cell[axis] *= stretch
+    atoms.set_cell(cell, scale_atoms=False)
+    atoms.set_scaled_positions(scaled)
+    fixed = fixed_mask(atoms)
+    others = [c for c in atoms.constraints if not isinstance(c, FixAtoms)]
+    atoms.set_constraint(others)
+    split_regions(atoms, axis=axis, melt_fraction=melt_fraction * (1.0 + expansion) / stretch,
+                  origin=origin, fix_crystal=False)
+    if not np.array_equal(atoms.get_tags(), tags):  # an atom on a plane changed sides
+        raise UserError("regions.melt_expansion: the regions could not be kept apart; "
+                        "choose another regions.origin")
+    if fixed.any():
+        atoms.set_constraint(others + [FixAtoms(mask=fixed)])
+    atoms.info["region_melt_expansion"] = float(expansion)
+    return atoms
+
+
 def boundary_geometry(atoms):
     """Which plane the region split of ``atoms`` cut, and how thick its halves are.
 

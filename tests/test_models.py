@@ -256,3 +256,28 @@ def test_relax_region_is_a_documented_option_and_the_paper_presets_relax_everyth
         load_config(overrides=["dynamics.relax_region=crystal"])
     with pytest.raises(UserError, match="dynamics.relax_radius must be > 0"):
         load_config(overrides=["dynamics.relax_radius=0"])
+
+
+def test_melt_expansion_gives_the_melt_room_and_keeps_the_crystal():
+    from meltquench.config import load_config
+    from meltquench.model import build_model
+    from meltquench.structures import CRYSTAL, MELT, fixed_mask
+    base = build_model(load_config(overrides=["structure.builder=v2o3",
+                                              "structure.repeat=[1,1,2]"]))
+    grown = build_model(load_config(overrides=["structure.builder=v2o3",
+                                               "structure.repeat=[1,1,2]",
+                                               "regions.melt_expansion=0.2"]))
+    t0, t1 = base.info["region_thickness_A"], grown.info["region_thickness_A"]
+    assert t1[0] == pytest.approx(t0[0], abs=1e-9)        # the crystal as it was
+    assert t1[1] == pytest.approx(1.2 * t0[1], abs=1e-9)  # the melt 20% thicker
+    assert np.array_equal(base.get_tags(), grown.get_tags())
+    assert np.array_equal(fixed_mask(grown), grown.get_tags() == CRYSTAL)
+    crystal = base.get_tags() == CRYSTAL
+    # the crystal's own geometry is unchanged: its interatomic vectors are the same
+    d0 = base.positions[crystal] - base.positions[crystal][0]
+    d1 = grown.positions[crystal] - grown.positions[crystal][0]
+    assert np.abs(d0 - d1).max() < 1e-9
+    assert grown.get_volume() == pytest.approx(base.get_volume() * 1.1, rel=1e-9)
+    assert (grown.get_tags() == MELT).sum() == (base.get_tags() == MELT).sum()
+    with pytest.raises(UserError, match="melt_expansion must lie between 0 and 1"):
+        load_config(overrides=["regions.melt_expansion=-0.1"])

@@ -232,6 +232,11 @@ class NumbaMD(MolecularDynamics):
             f = self._update_forces()
         return q, p, f
 
+    def forget_forces(self):
+        """Drop the forces kept from the previous step: the next step asks the calculator
+        again (call it after giving the atoms another calculator)."""
+        self._forces = None
+
     def _refresh_properties(self):
         """Results at the current positions for the observers of ASE's ``irun``, which calls
         this at step 0 and after every step (after one of our steps there is nothing to do)."""

@@ -1,0 +1,140 @@
+"""A run that changes calculator after its programme (``finish``), on fast pair potentials.
+
+The run's calculator is the built-in pair potential, the finish's the same potential with a
+shorter cutoff: two models with different energies and forces, so every step and every
+structure shows which one computed it.
+"""
+import json
+
+import numpy as np
+import pytest
+from ase.io import read
+
+from meltquench import driver
+from meltquench.calculators import PairPotential
+from meltquench.config import load_config
+from meltquench.errors import Interrupted, UserError
+from meltquench.plan import dry_run
+
+FINISH_PAIR = {"cutoff": 5.0, "cutoff_on": 4.0}
+SETS = ["calculator.name=pair", "calculator.dispersion=null", "output.progress=none",
+        "schedule.heat_ps=0.006", "schedule.melt_ps=0.004", "schedule.quench_ps=0.004",
+        "schedule.final_ps=0.002", "dynamics.timestep_fs=2.0", "analysis.enabled=false",
+        "output.checkpoint_interval=100",
+        "finish.calculator={name: pair, dispersion: null, pair: {cutoff: 5.0, cutoff_on: 4.0}}"]
+MAIN_STEPS = 8  # 16 fs of programme at 2 fs
+
+
+def config(*extra):
+    return load_config(overrides=SETS + list(extra))
+
+
+def md_log(run_dir):
+    lines = (run_dir / "md.log").read_text().splitlines()
+    names = lines[0][1:].split()
+    rows = [line.split() for line in lines if not line.startswith("#")]
+    return {name: [r[i] for r in rows] for i, name in enumerate(names)}
+
+
+def energy(atoms, **pair):
+    probe = atoms.copy()
+    probe.calc = PairPotential(**pair)
+    return probe.get_potential_energy()
+
+
+def test_the_anneal_and_the_optimisation_use_the_finish_calculator(tmp_path):
+    cfg = config("finish.anneal_ps=0.008", "dynamics.final_relax=FIRE",
+                 "dynamics.relax_steps=5", "finish.check_every=2")
+    result = driver.run(cfg, run_dir=tmp_path / "run")
+    log = md_log(tmp_path / "run")
+    assert log["stage"].count("anneal") == 4 and log["stage"][-1] == "anneal"
+    frames = read(tmp_path / "run" / "trajectory.traj", ":")
+    for step, frame in enumerate(frames):
+        logged = float(log["E_pot_eV"][step])
+        if step <= MAIN_STEPS:
+            assert logged == pytest.approx(energy(frame), abs=1e-8), step
+            assert energy(frame) != pytest.approx(energy(frame, **FINISH_PAIR), abs=1e-3)
+        else:
+            assert logged == pytest.approx(energy(frame, **FINISH_PAIR), abs=1e-8), step
+    final = read(tmp_path / "run" / "final.traj")
+    assert final.get_potential_energy() == pytest.approx(energy(final, **FINISH_PAIR), abs=1e-8)
+    assert np.allclose(final.positions, result.atoms.positions)
+    # spot checks: frames 0, 2, 4, 6, 8 of the programme and the final structure
+    checks = json.loads((tmp_path / "run" / "analysis" / "checks.json").read_text())
+    assert [p["label"] for p in checks["per_structure"]] == [
+        "frame 0 (step 0)", "frame 2 (step 2)", "frame 4 (step 4)", "frame 6 (step 6)",
+        "frame 8 (step 8)", "final structure"]
+    assert set(checks["per_stage"]) == {"heat", "melt", "quench", "final", "final structure"}
+    assert (tmp_path / "run" / "analysis" / "checks.png").stat().st_size > 1000
+    # the final structure's error, recomputed independently on the mobile atoms
+    mobile = final.get_tags() == 2
+    a, b = final.copy(), final.copy()
+    a.calc, b.calc = PairPotential(), PairPotential(**FINISH_PAIR)
+    diff = a.get_forces(apply_constraint=False)[mobile] - b.get_forces(
+        apply_constraint=False)[mobile]
+    last = checks["per_structure"][-1]
+    assert last["mae"] == pytest.approx(np.abs(diff).mean(), rel=1e-9)
+    assert last["max"] == pytest.approx(np.abs(diff).max(), rel=1e-9)
+    assert last["n_atoms"] == mobile.sum()
+
+
+def test_without_an_anneal_the_run_optimises_first_then_the_finish(tmp_path, capsys):
+    cfg = config("dynamics.final_relax=BFGS", "dynamics.relax_steps=50",
+                 "finish.relax_steps=0")
+    driver.run(cfg, run_dir=tmp_path / "run")
+    out = capsys.readouterr().out
+    assert "pre-optimisation with the run's calculator (BFGS)" in out
+    assert "final optimisation (BFGS): 0 steps" in out
+    assert "Force spot checks" in out
+    log = md_log(tmp_path / "run")
+    assert "anneal" not in log["stage"] and len(log["stage"]) == MAIN_STEPS + 1
+    final = read(tmp_path / "run" / "final.traj")
+    assert final.get_potential_energy() == pytest.approx(energy(final, **FINISH_PAIR), abs=1e-8)
+
+
+@pytest.mark.parametrize("thermostat", ["bussi", "nhc"])
+def test_restart_across_the_switch_equals_the_uninterrupted_run(tmp_path, thermostat):
+    cfg = config("finish.anneal_ps=0.008", "dynamics.final_relax=null",
+                 f"dynamics.thermostat={thermostat}")
+    full = driver.run(cfg, run_dir=tmp_path / "full").atoms
+    with pytest.raises(Interrupted):
+        driver.run(cfg, run_dir=tmp_path / "part", stop_after_s=1e-9)  # stops after step 1
+    steps = [1]
+    while steps[-1] < 12:  # one step per restart: checkpoints on both sides of the switch
+        with pytest.raises(Interrupted):
+            driver.restart(tmp_path / "part", stop_after_s=1e-9)
+        steps.append(int(md_log(tmp_path / "part")["step"][-1]))
+    assert steps == list(range(1, 13))
+    part = driver.restart(tmp_path / "part").atoms
+    assert np.array_equal(full.positions, part.positions)
+    assert np.array_equal(full.get_momenta(), part.get_momenta())
+    a, b = md_log(tmp_path / "full"), md_log(tmp_path / "part")
+    assert a["E_conserved_eV"] == b["E_conserved_eV"] and a["stage"] == b["stage"]
+
+
+def test_finish_settings_are_checked_and_the_plan_shows_each_part():
+    with pytest.raises(UserError, match="unknown key 'finish.calculator.pair.cut'"):
+        load_config(overrides=["finish.calculator={name: pair, pair: {cut: 1}}"])
+    with pytest.raises(UserError, match="unknown calculator 'gpwa': finish.calculator.name"):
+        load_config(overrides=["finish.calculator.name=gpwa"])
+    with pytest.raises(UserError, match="finish.anneal_ps must be >= 0"):
+        load_config(overrides=["finish.anneal_ps=-1"])
+    with pytest.raises(UserError, match="unknown key 'finish.aneal_ps'.*anneal_ps"):
+        load_config(overrides=["finish.aneal_ps=1"])
+    text = dry_run(config("finish.anneal_ps=0.008", "dynamics.final_relax=FIRE"))
+    assert "finish: pair potential (no dispersion: fitted without it) anneals 0.008 ps" in text
+    assert "MD (heat, melt, quench, final): 8 steps with pair potential" in text
+    assert "anneal (0.008 ps): 4 steps with pair potential" in text
+    ml = dry_run(load_config(preset="paper-perfect-ml"))
+    assert "9000 steps with CHGNet 0.3.0, D3(BJ)" in ml
+    assert "final single point with GPAW LCAO dzp" in ml
+
+
+def test_restart_refuses_a_changed_finish_calculator(tmp_path):
+    cfg = config("finish.anneal_ps=0.008", "dynamics.final_relax=null")
+    with pytest.raises(Interrupted):
+        driver.run(cfg, run_dir=tmp_path / "run", stop_after_s=1e-9)
+    path = tmp_path / "run" / "config.yaml"
+    path.write_text(path.read_text().replace("cutoff: 5.0", "cutoff: 5.5"))
+    with pytest.raises(UserError, match="finish.calculator.pair.cutoff 5.0 -> 5.5"):
+        driver.restart(tmp_path / "run")
