@@ -339,3 +339,19 @@ def test_mpi_two_ranks_equal_serial(tmp_path, mpirun):
         assert parallel == serial
         assert parallel["unwrapped"] is (name == "wrapped")
         assert not math.isclose(parallel["series"]["melt"]["msd_A2"][-1], 0.0)
+
+
+@pytest.mark.parametrize("q6, v6, o4, status", [
+    (0.20, 0.40, 0.40, "amorphous"),
+    (0.45, 0.95, 0.92, "recrystallised"),
+    # the ml-demo's quenched layer: an ordered O sublattice, but not corundum's coordination
+    (0.301, 0.72, 0.61, "partly ordered"),
+])
+def test_quench_verdict_needs_corundum_coordination_to_say_recrystallised(q6, v6, o4, status):
+    from meltquench.analysis.melt import Clock, _quench_verdict
+    n = 4
+    clock = Clock(n, steps=range(n), times_fs=[2.0 * i for i in range(n)],
+                  stages=["melt", "melt", "final", "final"])
+    mobile = {"q6bar": np.full(n, q6), "frac_V6": np.full(n, v6), "frac_O4": np.full(n, o4)}
+    verdict = _quench_verdict(mobile, "melt", clock, melted=True)
+    assert verdict.status == status and verdict.ok == (status == "amorphous")

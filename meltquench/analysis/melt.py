@@ -436,19 +436,26 @@ def _quench_verdict(mobile, name, clock, melted):
         return Verdict("quench", name, "unknown", False, "no analysed frame in the final hold",
                        {}, "", "analyse the frames of the final hold")
     numbers = {key: _stat(np.mean, mobile[key], idx) for key in ("q6bar", "frac_V6", "frac_O4")}
-    crystal_like, skipped = _passes(numbers, [("q6bar", ">=", Q6BAR_CRYSTAL_MIN)])
+    ordered, skipped = _passes(numbers, [("q6bar", ">=", Q6BAR_CRYSTAL_MIN)])
+    corundum_cn, _ = _passes(numbers, [("frac_V6", ">=", CN_CRYSTAL_MIN),
+                                       ("frac_O4", ">=", CN_CRYSTAL_MIN)])
     if skipped:
         status = "unknown"
-    elif not crystal_like:
+    elif not ordered:
         status = "amorphous"
-    else:
+    elif corundum_cn or melted is False:
         status = "crystalline" if melted is False else "recrystallised"
+    else:  # ordered O sublattice, but not corundum's coordination: neither verdict holds
+        status = "partly ordered"
     advice = {"recrystallised": "quench faster (a shorter schedule.quench_ps or a higher "
                                 "schedule.quench_rate_K_per_ps) or melt longer",
               "crystalline": "it never melted: see the melt verdict",
+              "partly ordered": "its O sublattice kept some order but its V-O coordination "
+                                "is not corundum's: quench faster or melt longer for a glass",
               "unknown": "no order parameter without O atoms"}.get(status, "")
-    criteria = (f"amorphous if q6bar (mean) < {Q6BAR_CRYSTAL_MIN:g}, else crystal-like (perfect "
-                f"corundum {Q6BAR_CORUNDUM:g})")
+    criteria = (f"amorphous if q6bar (mean) < {Q6BAR_CRYSTAL_MIN:g}; recrystallised if q6bar >= "
+                f"{Q6BAR_CRYSTAL_MIN:g} (perfect corundum {Q6BAR_CORUNDUM:g}) and the V6 and O4 "
+                f"fractions >= {CN_CRYSTAL_MIN:g}; partly ordered between")
     return Verdict("quench", name, status, status == "amorphous", _span(clock, idx), numbers,
                    criteria, advice)
 
@@ -488,8 +495,10 @@ def judge(diagnostics, clock):
     frame without stages): melted if the MSD it gains over the stage >= :data:`MSD_MELTED_A2`
     and its mean q̄6 over the stage's second half < :data:`Q6BAR_CRYSTAL_MIN`.
     ``quench``: the mobile region in the final hold and anneal (without stages: the last
-    quarter of the frames): amorphous if its mean q̄6 < :data:`Q6BAR_CRYSTAL_MIN`, else
-    recrystallised (or still crystalline, had it not melted).
+    quarter of the frames): amorphous if its mean q̄6 < :data:`Q6BAR_CRYSTAL_MIN`;
+    recrystallised (or still crystalline, had it not melted) if q̄6 is above it and the mean
+    V6 and O4 fractions >= :data:`CN_CRYSTAL_MIN`; "partly ordered" in between (an ordered O
+    sublattice around V that is not octahedral: neither a glass nor corundum).
     ``crystal`` (with a crystal region): the crystal region without its interface band:
     intact if in the quenched state (as for ``quench``; the last quarter of the frames where
     there is none) its mean V6 and O4 fractions >= :data:`CN_CRYSTAL_MIN` and mean q̄6 >=

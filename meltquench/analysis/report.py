@@ -267,7 +267,8 @@ class Verdict:
 
     ``name``: 'melt' (did the mobile region melt), 'quench' (what the quench left) or
     'crystal' (did the fixed crystal stay one); ``status``: 'melted' / 'did not melt',
-    'amorphous' / 'recrystallised' / 'crystalline', 'intact' / 'damaged', or 'unknown';
+    'amorphous' / 'recrystallised' / 'partly ordered' / 'crystalline', 'intact' / 'damaged',
+    or 'unknown';
     ``ok``: whether that is what a melt-quench wants; ``frames``: which frames were judged;
     ``numbers``: the measured values (Å² for MSD); ``criteria`` and ``advice`` in words.
     """
