@@ -19,7 +19,7 @@ from typing import Any, Optional, Union
 
 import yaml
 
-from .calculators import CalculatorSettings, ML_ENGINES
+from .calculators import CalculatorSettings
 from .calculators.base import Settings, setting
 from .dynamics import validate_config as validate_dynamics
 from .dynamics.registry import params_by_key
@@ -157,8 +157,9 @@ class FinishConfig(Settings):
     machine-learned potential heats, melts and quenches, then DFT (GPAW PBE+U+D3) anneals for
     ``anneal_ps`` at ``schedule.T_final_K`` and does the final optimisation
     (``dynamics.final_relax``; without an anneal the run's calculator optimises first, then
-    the finish calculator for at most ``relax_steps``). The anneal is the programme's last stage, ``anneal``; md.log's
-    conserved quantity jumps where the calculator changes (compare drifts within a stage).
+    the finish calculator for at most ``relax_steps``). The anneal is the programme's last
+    stage, ``anneal``; md.log's conserved quantity jumps where the calculator changes (compare
+    drifts within a stage).
     ``check_every``: spot checks of the run's calculator against the finish calculator on
     the same atoms (the run's summary, ``checks.json``, ``checks.png``).
     """

@@ -489,7 +489,7 @@ class MeltQuench:
                 if step > self.last_main_step:
                     break
                 moving = ~fixed_mask(frame)
-                stage = self.schedule.stage_at(max(step * self.dt_fs - 1e-9, 0.0)).name
+                stage = self.schedule.stage_of_step(step * self.dt_fs).name
                 checks.add(f"frame {k * every} (step {step})", stage,
                            unconstrained_forces(frame, own)[moving],
                            unconstrained_forces(frame, reference)[moving])

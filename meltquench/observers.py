@@ -86,7 +86,7 @@ class StepRecorder:
             E_kin_eV=atoms.get_kinetic_energy(), E_conserved_eV=dyn.get_conserved_energy(),
             s_per_step=self.seconds, scf_iter=-1 if n_scf is None else int(n_scf),
             width_eV=self.smearing_width(atoms.calc),
-            stage=self.schedule.stage_at(max(t_fs - 1e-9, 0.0)).name)
+            stage=self.schedule.stage_of_step(t_fs).name)
 
 
 def conserved_drift(md_log, n_mobile):

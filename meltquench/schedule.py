@@ -43,6 +43,11 @@ class Schedule:
         i = int(np.searchsorted(self.boundaries_fs, time_fs, side="right")) - 1
         return self.stages[min(max(i, 0), len(self.stages) - 1)]
 
+    def stage_of_step(self, time_fs):
+        """The stage of the MD step that ends at ``time_fs``: the one it integrates through
+        (a step ending on a stage boundary belongs to the stage before it)."""
+        return self.stage_at(max(float(time_fs) - 1e-9, 0.0))
+
     def stage_start_fs(self, name):
         """Start time (fs) of the first stage called ``name``."""
         for stage, start in zip(self.stages, self.boundaries_fs):

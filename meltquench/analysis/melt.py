@@ -325,7 +325,7 @@ def frame_clock(frames, selected):
     logged = _md_log_stages(run_dir / "md.log")
     steps = [k * interval for k in selected]
     times = [step * dt for step in steps]
-    stages = [logged.get(step) or schedule.stage_at(max(t - 1e-9, 0.0)).name
+    stages = [logged.get(step) or schedule.stage_of_step(t).name
               for step, t in zip(steps, times)]
     notes = []
     if logged and len(frames) != max(logged) // interval + 1:
