@@ -4,6 +4,7 @@
     python benchmarks/bench_gpaw_scf.py --quick    # 20-atom cell, 4 MD steps
     python benchmarks/bench_gpaw_scf.py --basis dzp --steps 8 --only ours
     python benchmarks/bench_gpaw_scf.py --drift    # NVE drift of the conserved quantity, 3 sets
+    python benchmarks/bench_gpaw_scf.py --drift --from-log out.txt   # table of a printed run
 
 The cell (rhombohedral V2O3 x (1, 1, 4), or x (1, 1, 2) with --quick) is split along c; the
 crystal half is fixed. The melt half is first brought to 4000 K with meltquench's fast pair
@@ -22,7 +23,7 @@ Timings on a shared machine are noisy: compare the two rows of one run.
 
 ``--drift``: the drift of the conserved quantity in NVE (issue 13). From the same 4000 K state
 (the cell above, crystal half fixed), velocity Verlet (meltquench's, the engine's ``nve``
-dynamics, 2 fs by default, ``--steps`` 8 by default) with three settings sets, each built as
+dynamics, ``--dt`` 2 fs, ``--steps`` 8 by default) with three settings sets, each built as
 ``meltquench run`` builds its calculator (``make_calculator``: GPAW plus D3(BJ) through ASE's
 SumCalculator, the smearing the driver gives a 4000 K step, kept fixed during the run):
 "meltquench" (the engine's GPAW settings), "tight SCF" (the same with energy 1e-7 eV and
@@ -34,10 +35,16 @@ from the start (meV per mobile atom), the same for E + E_kin (the energy extrapo
 smearing instead of the free energy, for contrast), median and max SCF iterations per step
 (the first, from-scratch SCF left out), and the RMS and max force error (eV/Å, mobile atoms)
 at the last step against the same geometry converged to the tight criteria (the same
-calculator continued, so at the set's own smearing).
+calculator continued, so at the set's own smearing: forces on other frames would need a fresh
+tight SCF each, and the tight run's own forces are at other positions once the trajectories
+part). Column "vs tight": the drift of the set's conserved quantity minus the tight run's,
+step by step; all three start from the same state, so while the trajectories stay close this
+cancels the integrator's share and leaves the SCF's. ``--from-log`` rebuilds the table from
+a run's printed output (its per-step lines), also of a run that was cut short.
 """
 import argparse
 import json
+import re
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -188,21 +195,10 @@ def run_nve(label, gpaw, start, steps, dt_fs, directory):
         dyn.run(steps)
     except Exception as exc:  # an SCF failure ends this set's run; the rows so far count
         failure = f"{type(exc).__name__} at step {dyn.nsteps + 1}"
-    result = {"label": label, "width_eV": smearing_width_of(calc), "failure": failure,
-              "rows": rows}
-    if len(rows) < 3:
+    result = summarise({"label": label, "width_eV": smearing_width_of(calc),
+                        "failure": failure, "rows": rows}, int(mobile.sum()))
+    if "drift" not in result:
         return result
-    n = int(mobile.sum())
-    t = [r["t_fs"] for r in rows]
-    its = [r["scf"] for r in rows[1:]]
-    result["drift"], result["excursion"] = drift_rates(
-        t, [r["conserved"] for r in rows], n)
-    result["drift_E"], result["excursion_E"] = drift_rates(
-        t, [r["E"] + r["E_kin"] for r in rows], n)
-    result["F_range_meV_per_atom"] = float(np.ptp([r["F"] for r in rows]) * 1e3 / n)
-    result.update(first_scf=rows[0]["scf"], median=float(np.median(its)), max=int(max(its)),
-                  seconds_per_step=float(np.median([r["seconds"] for r in rows[1:]])),
-                  T_range=[round(min(r["T"] for r in rows)), round(max(r["T"] for r in rows))])
     if failure is None:
         forces = atoms.get_forces().copy()
         reference, extra = tight_forces(calc, atoms)
@@ -210,6 +206,49 @@ def run_nve(label, gpaw, start, steps, dt_fs, directory):
         result.update(force_error_rms=float(np.sqrt((error**2).mean())),
                       force_error_max=float(error.max()), tight_extra_iterations=extra)
     return result
+
+
+def summarise(result, n_mobile):
+    """Add the figures of ``result["rows"]`` (one per MD step, step 0 first) to ``result``:
+    drifts and excursions (meV per mobile atom), SCF iterations (the first, from-scratch
+    SCF apart), seconds per step, temperature range. Returns ``result``."""
+    rows = result["rows"]
+    if len(rows) < 3:
+        return result
+    t = [r["t_fs"] for r in rows]
+    its = [r["scf"] for r in rows[1:]]
+    result["drift"], result["excursion"] = drift_rates(
+        t, [r["conserved"] for r in rows], n_mobile)
+    result["drift_E"], result["excursion_E"] = drift_rates(
+        t, [r["E"] + r["E_kin"] for r in rows], n_mobile)
+    result["F_range_meV_per_atom"] = float(np.ptp([r["F"] for r in rows]) * 1e3 / n_mobile)
+    result.update(first_scf=rows[0]["scf"], median=float(np.median(its)), max=int(max(its)),
+                  seconds_per_step=float(np.median([r["seconds"] for r in rows[1:]])),
+                  T_range=[round(min(r["T"] for r in rows)), round(max(r["T"] for r in rows))])
+    return result
+
+
+def results_from_log(text, n_mobile):
+    """The ``--drift`` results rebuilt from a run's printed output (its per-step lines and the
+    JSON line of every set that finished): a run cut short keeps the steps it printed."""
+    results = {}
+    for line in text.splitlines():
+        step = re.match(r"^  (.+) step (\d+): (.*)$", line)
+        if step:
+            words = step.group(3).split()
+            row = {k: int(v) if k == "scf" else float(v) for k, v in zip(words[::2], words[1::2])}
+            results.setdefault(step.group(1), {"label": step.group(1), "rows": []})
+            results[step.group(1)]["rows"].append(row)
+        elif line.startswith("{"):
+            done = json.loads(line)
+            results[done["label"]].update({k: v for k, v in done.items()
+                                           if k in ("width_eV", "failure", "force_error_rms",
+                                                    "force_error_max", "tight_extra_iterations")})
+    for r in results.values():
+        r.setdefault("width_eV", float("nan"))
+        r.setdefault("failure", f"output ends after step {len(r['rows']) - 1}")
+        summarise(r, n_mobile)
+    return list(results.values())
 
 
 def drift_table(results, n_atoms, n_mobile, steps, dt_fs):
@@ -299,6 +338,7 @@ def drift_report(args, results, n_atoms, n_mobile):
         for r in results if "drift" in r]
     report(by_label.get("GPAW defaults"), by_label.get("meltquench"), summaries, results,
            args.json)
+    return results
 
 
 def main(argv=None):
@@ -313,20 +353,20 @@ def main(argv=None):
                         help="NVE drift of the conserved quantity: meltquench, tight SCF and "
                              "GPAW defaults (default 8 steps)")
     parser.add_argument("--dt", type=float, default=2.0, help="--drift: time step (fs)")
-    parser.add_argument("--from-json", default=None,
-                        help="--drift: print the table of a run saved with --json, not a new run")
+    parser.add_argument("--from-log", default=None,
+                        help="--drift: the table of a run from its printed output (a file), "
+                             "not a new run")
     parser.add_argument("--ours", default="{}",
                         help="JSON overriding meltquench's gpaw settings, e.g. '{\"extrapolation\": 0}'")
     parser.add_argument("--json", default=None, help="write the results to this file")
     args = parser.parse_args(argv)
     nz = 2 if args.quick else 4
-    if args.drift and args.from_json:
+    if args.drift and args.from_log:
         cell = v2o3_rhombohedral((1, 1, nz))
         split_regions(cell)
-        with open(args.from_json) as fh:
-            drift_report(args, json.load(fh), len(cell),
-                         int((cell.get_tags() == 2).sum()))
-        return None
+        n_mobile = int((cell.get_tags() == 2).sum())
+        return drift_report(args, results_from_log(Path(args.from_log).read_text(), n_mobile),
+                            len(cell), n_mobile)
     start = hot_cell(nz)
     common = {"basis": args.basis, "h": args.h}
     ours = GPAWSettings.from_dict({**common, **json.loads(args.ours)})
