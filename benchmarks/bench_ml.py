@@ -34,8 +34,10 @@ Cost: seconds per energy+forces call of each model on corundum supercells (``--c
 them GPAW's single points of the frames (seconds and SCF iterations) and the ratio GPAW / model
 on the same frame. Quote the ratios, not the seconds.
 
-Ends with a recommendation: the model with the lower force RMSE against GPAW as the default; the
-cheaper only when neither is lower on every frame and their mean RMSEs are within 10%.
+Ends with a recommendation: the model with the lower mean force RMSE against GPAW, unless its
+RMSE is within 10% of the other's (``MARGIN``) while it costs more than 1.5x the CPU time per
+call (``COST_RATIO``): then the cheaper, since a 10% smaller force error does not pay for a run
+half as long again (the paper's 18 ps at 240 atoms is hours of ML).
 """
 import argparse
 import hashlib
@@ -471,6 +473,12 @@ COST_REPEATS = {30: (1, 1, 1), 120: (2, 2, 1), 240: (2, 2, 2), 480: (2, 2, 4)}
 
 # ---------------------------------------------------------------------------- verdict
 
+#: The more accurate model must be more than this factor better in mean force RMSE ...
+MARGIN = 1.10
+#: ... to be recommended when it costs more than this factor per call.
+COST_RATIO = 1.5
+
+
 def recommend(summary, costs, args):
     """Print which model should be the default, and why."""
     lines = ["\nRecommendation:"]
@@ -496,6 +504,11 @@ def recommend(summary, costs, args):
         lines.append(f"  cost at {n} atoms, {t} thread(s): "
                      + ", ".join(f"{LABEL[m]} {speed[m]:.2f} s CPU per call" for m in MODELS)
                      + f" (SevenNet/CHGNet {speed['sevennet'] / speed['chgnet']:.2f})")
+    elif summary:  # no cost part: the models' CPU time per call on the frames themselves
+        speed = {m: summary[m]["cpu_s_small"] for m in MODELS}
+        lines.append("  cost on the frames (median CPU s per call): "
+                     + ", ".join(f"{LABEL[m]} {speed[m]:.3f}" for m in MODELS)
+                     + f" (SevenNet/CHGNet {speed['sevennet'] / speed['chgnet']:.2f})")
     if score:
         lines.append("  force slope against GPAW (1: as stiff as GPAW): " + "; ".join(
             f"{LABEL[m]} " + ", ".join(f"{k} {summary[m][k]['slope']:.2f}"
@@ -503,18 +516,19 @@ def recommend(summary, costs, args):
         best, other = sorted(MODELS, key=score.get)
         frames = summary["frames"]
         wins = sum(summary[best][k]["rmse"] < summary[other][k]["rmse"] for k in frames)
-        if wins < len(frames) and score[other] <= 1.1 * score[best] and speed:
-            # no consistent winner and the means within 10%: the cheaper
-            best, other = sorted(MODELS, key=speed.get)
-            why = (f"neither has the lower force error on every frame and the means are within "
-                   f"10% ({score[best]:.3f} vs {score[other]:.3f} eV/Å): the cheaper")
-        else:
-            why = (f"lower force RMSE against GPAW on {wins} of {len(frames)} frames, mean "
-                   f"{score[best]:.3f} vs {score[other]:.3f} eV/Å "
-                   f"({score[other] / score[best]:.2f}x)")
-            if speed:
-                why += (f"; it costs {speed[best] / speed[other]:.2f}x the other's CPU time per "
-                        "call")
+        why = (f"lower force RMSE against GPAW on {wins} of {len(frames)} frames, mean "
+               f"{score[best]:.3f} vs {score[other]:.3f} eV/Å "
+               f"({score[other] / score[best]:.2f}x)")
+        if speed and score[other] <= MARGIN * score[best] \
+                and speed[best] > COST_RATIO * speed[other]:
+            # a small gain in accuracy does not pay for a much longer run: the cheaper
+            why = (f"{LABEL[best]}'s mean force RMSE is within {MARGIN - 1:.0%} of the other's "
+                   f"({score[best]:.3f} vs {score[other]:.3f} eV/Å) and it costs "
+                   f"{speed[best] / speed[other]:.2f}x the CPU time per call (more than "
+                   f"{COST_RATIO}x): the cheaper")
+            best, other = other, best
+        elif speed:
+            why += f"; it costs {speed[best] / speed[other]:.2f}x the other's CPU time per call"
         lines.append(f"  default: {LABEL[best]} ({best}): {why}")
     elif speed:
         best = min(MODELS, key=speed.get)

@@ -33,6 +33,7 @@ import contextlib
 import io
 import os
 import pickle
+import warnings
 from unittest import mock
 from dataclasses import dataclass
 from pathlib import Path
@@ -258,8 +259,10 @@ class MLCalculator(Calculator):
         """Energy, forces (and stress) of ``self.atoms`` from the model (rank 0)."""
         wanted = ["energy", "forces"] + (["stress"] if stress else [])
         if self.engine == "chgnet":  # its default task adds stress and magnetic moments
-            self._inner.calculate(self.atoms, wanted, all_changes,
-                                  task="efs" if stress else "ef")
+            with warnings.catch_warnings():  # chgnet 0.4's own volume tensor, every call
+                warnings.filterwarnings("ignore", "Converting a tensor with requires_grad")
+                self._inner.calculate(self.atoms, wanted, all_changes,
+                                      task="efs" if stress else "ef")
         else:
             self._inner.calculate(self.atoms, wanted, all_changes)
         inner = self._inner.results
