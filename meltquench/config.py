@@ -262,7 +262,12 @@ def _paper(**extra):
         # The paper fixes half of the supercell for the AIMD only; its geometry optimisations
         # (0.03 eV/Å) name no constraint, and its crystalline phase is "lattice-distorted"
         # around the V vacancies: the final optimisation moves the whole model.
-        "dynamics": {"thermostat": "nhc", "timestep_fs": 2.0, "tdamp_fs": 100.0,
+        # Bussi's CSVR, not a Nose-Hoover chain: the paper names no thermostat ("NVT"), and on
+        # this model a chain (tdamp 100 fs) lags the 3,700 K/ps heat badly (measured with the
+        # pair potential: 938 K at a target of 2,520 K, 3,270 K at the end of the heat), a
+        # single Nose thermostat (VASP's) swings between 2,000 and 7,700 K at a 4,000 K hold,
+        # while CSVR follows within its canonical fluctuations (tests/test_driver.py).
+        "dynamics": {"thermostat": "bussi", "timestep_fs": 2.0, "tdamp_fs": 100.0,
                      "final_relax": "BFGS", "relax_fmax": 0.03, "relax_steps": 1000,
                      "relax_region": "all"},
         "output": {"checkpoint_interval": 10},

@@ -53,7 +53,8 @@ from .kernels.parallel import allreduce_max, get_comm
 from .model import (MIN_DISTANCE_A, apply_defect_recipe, build_model, check_model,
                     composition_text, relax_region)
 from .observers import (MDLogWriter, StepRecord, StepRecorder, TrajectoryWriter,
-                        conserved_drift, drift_text)
+                        conserved_drift, drift_text, temperature_tracking,
+                        tracking_text)
 from .plan import run_plan_text
 from .progress import Progress, StopFlag
 from .structures import fixed_mask, min_distance
@@ -371,7 +372,7 @@ class MeltQuench:
                 problem = (f"kinetic temperature {record.T_kin_K:.0f} K above {limit:.0f} K "
                            f"(target {record.T_target_K:.0f} K)")
             else:
-                dmin = min_distance(atoms)
+                dmin = min_distance(atoms, np.flatnonzero(~fixed_mask(atoms)))  # fixed pairs stay
                 if dmin < MIN_DISTANCE_A:
                     problem = f"atoms {dmin:.3f} Å apart (below {MIN_DISTANCE_A} Å)"
         if problem:
@@ -418,6 +419,9 @@ class MeltQuench:
         if self.is_root:
             mobile = len(atoms) - int(fixed_mask(atoms).sum())
             self.say(drift_text(conserved_drift(self.path("md.log"), mobile)))
+            line, warnings = tracking_text(temperature_tracking(self.path("md.log")))
+            for text in [line] + warnings:
+                self.say(text)
 
     def relax_and_export(self, atoms):
         """Defects after the quench, the final optimisation, ``final.traj`` and the extxyz

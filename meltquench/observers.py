@@ -116,6 +116,44 @@ def drift_text(drift):
             + (", ".join(parts) if parts else "too few steps"))
 
 
+#: A stage whose mean kinetic temperature is further than this from its mean target (relative)
+#: did not follow the programme.
+TRACKING_TOLERANCE = 0.10
+
+
+def temperature_tracking(md_log):
+    """Mean kinetic and target temperature per stage of an ``md.log``: ``{stage: (mean T_kin,
+    mean T_target, steps)}`` (K). A thermostat follows the programme when the two agree within
+    :data:`TRACKING_TOLERANCE`; Nose-Hoover chains on many atoms lag a fast ramp."""
+    lines = Path(md_log).read_text().splitlines()
+    names = lines[0][1:].split()
+    rows = [line.split() for line in lines[2:] if line.strip()]  # step 0 is the start
+    kin, target, stage = (names.index(k) for k in ("T_kin_K", "T_target_K", "stage"))
+    out = {}
+    for name in dict.fromkeys(r[stage] for r in rows):
+        sel = [r for r in rows if r[stage] == name]
+        out[name] = (float(np.mean([float(r[kin]) for r in sel])),
+                     float(np.mean([float(r[target]) for r in sel])), len(sel))
+    return out
+
+
+def tracking_text(tracking, min_steps=20):
+    """``(line, warnings)``: mean T_kin against mean target per stage, and one warning per stage
+    of at least ``min_steps`` steps that missed its target by more than the tolerance."""
+    parts, warnings = [], []
+    for name, (kin, target, n) in tracking.items():
+        parts.append(f"{name} {kin:.0f}/{target:.0f}")
+        if n >= min_steps and target > 0 and abs(kin / target - 1) > TRACKING_TOLERANCE:
+            warnings.append(
+                f"WARNING: the thermostat did not follow the programme in stage {name}: mean "
+                f"T_kin {kin:.0f} K against a mean target of {target:.0f} K "
+                f"({kin / target - 1:+.0%}); a smaller dynamics.tdamp_fs, or thermostat bussi "
+                "(a Nose-Hoover chain on many atoms lags a fast ramp), or a longer stage")
+    line = ("mean T_kin / T_target per stage (K): "
+            + (", ".join(parts) if parts else "too few steps"))
+    return line, warnings
+
+
 class MDLogWriter:
     """Observer: appends the recorder's record to ``md.log`` (rank 0)."""
 

