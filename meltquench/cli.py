@@ -3,7 +3,8 @@
 Bad input ends with one line on standard error and exit code 2 (a traceback only with
 ``--debug``). ``meltquench run`` exit codes: 0 done, 2 bad input, 75 stopped by a signal or by
 ``--stop-after`` (checkpointed: ``--restart`` continues), 3 runaway dynamics, 4 SCF failure
-(both checkpointed at the last good step), 1 anything unexpected.
+(both checkpointed at the last good step; of the finish calculator: the run's own result is
+kept in ``final.traj`` and analysed), 1 anything unexpected.
 """
 import argparse
 import os
@@ -21,7 +22,7 @@ from .analysis.melt import ORDER_CUTOFF_A
 from .calculators import prepare_atoms, programme_stages, write_vasp_programme
 from .calculators.vasp import check_potcars, programme_table, starting_velocities
 from .config import PRESETS, describe_keys, load_config
-from .errors import RunStopped, UserError
+from .errors import RunStopped, SCFFailure, UserError
 from .kernels.parallel import get_comm, is_root
 from .model import build_model
 from .plan import dry_run, preset_cost
@@ -77,7 +78,8 @@ def build_parser():
                        "output goes into one run folder (default runs/<name>-<date>-<time>).",
                        formatter_class=argparse.RawDescriptionHelpFormatter,
                        epilog="exit codes: 0 done, 2 bad input, 75 stopped by a signal or "
-                       "--stop-after (checkpointed),\n3 runaway dynamics, 4 SCF failure, 1 unexpected error")
+                       "--stop-after (checkpointed),\n3 runaway dynamics, 4 SCF failure (of the finish: the run's own "
+                       "result kept in final.traj), 1 unexpected error")
     _add_config_args(p)
     p.add_argument("-o", "--output", metavar="DIR", help="run folder (overrides output.directory)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
@@ -139,7 +141,11 @@ def cmd_run(args):
         if (Path(args.restart) / "replicas.yaml").exists():
             restart_replicas(args.restart, stop_after_s=stop_after)
         else:
-            driver.restart(args.restart, stop_after_s=stop_after)
+            result = driver.restart(args.restart, stop_after_s=stop_after)
+            if result is not None and result.finish_failed:
+                if is_root():
+                    print(f"meltquench: {result.finish_failed}", file=sys.stderr)
+                return SCFFailure.exit_code
         return 0
     preset = args.preset or (None if args.config else "demo")  # no config: the demo
     cfg = load_config(args.config, preset=preset, overrides=args.overrides)
@@ -163,7 +169,9 @@ def cmd_run(args):
             print("\nThis was the demo: a demonstration of the pipeline on a small cell, far too "
                   "short to amorphise anything.\nFor the paper's method: meltquench run --preset "
                   "paper-perfect --dry-run (then on a cluster, see scripts/).")
-    return 0
+        if result.finish_failed:
+            print(f"meltquench: {result.finish_failed}", file=sys.stderr)
+    return SCFFailure.exit_code if result.finish_failed else 0
 
 
 def cmd_build(args):

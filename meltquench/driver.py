@@ -34,6 +34,7 @@ import math
 import sys
 import time
 from dataclasses import dataclass, field
+from typing import Optional
 from pathlib import Path
 
 import numpy as np
@@ -111,6 +112,7 @@ class RunResult:
     nsteps: int
     analysis: object = None
     melt: object = None  # the melt diagnostics (analysis.MeltResult): did it melt?
+    finish_failed: Optional[str] = None  # why the finish calculator's part was given up
     files: dict = field(default_factory=dict)
 
 
@@ -141,6 +143,7 @@ class MeltQuench:
         self.stop = None  # the StopFlag, while the run runs
         self.recorder = None  # the StepRecorder, once the MD runs
         self.attached_finish = False  # whether the atoms carry the finish calculator
+        self.finish_failed = None  # why the finish was given up, if it was
 
     def say(self, text):
         if self.is_root:
@@ -221,6 +224,7 @@ class MeltQuench:
         n_frames = self.frames.n_frames if self.frames is not None else self.n_frames
         state = checkpoint_state(atoms, dyn.get_state() if dyn is not None else None, step,
                                  phase, n_frames=n_frames, fallback_used=self.fallback_used,
+                                 finish_failed=self.finish_failed or "",
                                  config=self.cfg.to_dict())
         rundir.write_checkpoint(self.run_dir, state, self.comm)
 
@@ -235,6 +239,7 @@ class MeltQuench:
         if state is not None:
             atoms = atoms_from_checkpoint(state)
             self.fallback_used = state.get("fallback_used", False)
+            self.finish_failed = state.get("finish_failed") or None
             self.n_frames = state["n_frames"]
             phase = state["phase"]
         elif atoms is not None:
@@ -436,10 +441,14 @@ class MeltQuench:
         if self.is_root:
             self.path("relax.log").unlink(missing_ok=True)  # a restart's starts afresh
         finish = self.in_finish(None)
-        if d.final_relax and finish and not self.attached_finish:
+        handover = finish and not self.attached_finish
+        if d.final_relax and handover:
             # the cheap calculator first: the finish starts near its minimum
             self.optimise(atoms, "pre-optimisation with the run's calculator", d.relax_steps)
-        if finish and not self.attached_finish:
+        if handover:
+            if self.is_root:  # the run's own result, whatever the finish does
+                rundir.write_traj(self.path("preoptimised.traj"), atoms)
+            kept = atoms.positions.copy()
             self.say("the finish calculator takes over: "
                      f"{calculators.describe(self.cfg.finish.calculator)}")
             self.attach_calculator(atoms, None)
@@ -447,17 +456,54 @@ class MeltQuench:
             steps = d.relax_steps
             if finish and self.cfg.finish.relax_steps is not None:
                 steps = self.cfg.finish.relax_steps
-            self.optimise(atoms, "final optimisation", steps)
+            failed = self.finish_scf(atoms, lambda: self.optimise(atoms, "final optimisation",
+                                                                  steps))
+        else:
+            failed = self.finish_scf(atoms, atoms.get_forces) if finish else None
+        if failed:
+            self.finish_failed = (
+                f"the finish calculator's SCF did not converge ({failed}), also with the "
+                "fallback settings: final.traj is the run's own structure"
+                + (" after its pre-optimisation" if d.final_relax and handover else "")
+                + f", with its own calculator, and there are no spot checks. Try the finish "
+                f"on final.traj with another mixer or more SCF iterations "
+                f"(finish.calculator.gpaw.mixer, maxiter), or under mpirun")
+            self.say(f"WARNING: {self.finish_failed}")
+            if handover:
+                atoms.positions = kept
+            atoms.calc = self.make_calculator(self.last_main_step)
+            atoms.get_forces()  # final.traj carries the run's own energy and forces
         if self.is_root:
             rundir.write_traj(self.path("final.traj"), atoms)
             if self.cfg.output.extxyz:
                 frames = read(self.path("trajectory.traj"), index=":", parallel=False)
                 write(self.path("trajectory.extxyz"), frames, format="extxyz", parallel=False)
                 write(self.path("final.extxyz"), atoms, format="extxyz", parallel=False)
-        if finish:
+        if finish and not failed:
             self.spot_checks(atoms)
         self.checkpoint(atoms, None, self.nsteps, phase="analysis")
         return atoms
+
+    def finish_scf(self, atoms, action):
+        """``action()`` with the finish calculator attached; on SCF non-convergence one retry
+        with its fallback settings (from where the atoms are). Returns None, or the name of the
+        SCF error that remained (the finish failed); any other error is raised."""
+        for retry in (False, True):
+            try:
+                action()
+                return None
+            except Exception as exc:
+                if not calculators.is_scf_failure(exc):
+                    raise
+                error = type(exc).__name__
+            if retry or self.fallback_used or not calculators.conservative_fallback(
+                    self.calculator_settings(None)):
+                return error
+            self.say(f"the finish calculator's SCF did not converge ({error}); retrying with "
+                     "the fallback settings (more conservative mixer)")
+            self.fallback_used = True
+            self.attach_calculator(atoms, None)
+        return error
 
     def optimise(self, atoms, label, steps):
         """``dynamics.final_relax`` of the atoms of ``dynamics.relax_region`` with the attached
@@ -525,7 +571,8 @@ class MeltQuench:
                  "relax_log": "relax.log", "extxyz": "trajectory.extxyz"}
         files = {key: self.path(name) for key, name in names.items()
                  if self.path(name).exists()}
-        result = RunResult(self.run_dir, atoms, self.nsteps, files=files)
+        result = RunResult(self.run_dir, atoms, self.nsteps, files=files,
+                           finish_failed=self.finish_failed)
         if self.cfg.analysis.enabled:
             result.analysis = self.analyse()
             result.melt = self.melt

@@ -31,7 +31,7 @@ LOCK_NAME = ".meltquench-lock"
 #: What meltquench writes in a run folder: the only names ``--overwrite`` deletes. Folders
 #: end in "/"; ``*`` as in glob. ``vasp/`` is the folder the VASP calculator runs in.
 RUN_FILES = ("config.yaml", "initial.traj", "trajectory.traj", "trajectory.extxyz", "md.log",
-             CHECKPOINT_NAME, PICKLE_CHECKPOINT_NAME, "final.traj", "final.extxyz",
+             CHECKPOINT_NAME, PICKLE_CHECKPOINT_NAME, "final.traj", "final.extxyz", "preoptimised.traj",
              "relax.log", "gpaw.txt", "*.tmp", "replicas.yaml", "replicas-summary.json",
              "replicas-summary.csv", "vasp/")
 #: What meltquench writes in ``analysis/``.

@@ -138,3 +138,70 @@ def test_restart_refuses_a_changed_finish_calculator(tmp_path):
     path.write_text(path.read_text().replace("cutoff: 5.0", "cutoff: 5.5"))
     with pytest.raises(UserError, match="finish.calculator.pair.cutoff 5.0 -> 5.5"):
         driver.restart(tmp_path / "run")
+
+
+class NotConverging(PairPotential):
+    """The finish's pair potential whose first ``failures`` calls raise GPAW's SCF error."""
+
+    failures = 0
+
+    def calculate(self, *args, **kwargs):
+        from gpaw import KohnShamConvergenceError
+        if NotConverging.failures:
+            NotConverging.failures -= 1
+            raise KohnShamConvergenceError("did not converge")
+        super().calculate(*args, **kwargs)
+
+
+def flaky_finish(monkeypatch, failures, fallback):
+    """Make the finish calculator a :class:`NotConverging` (``failures`` calls), with or
+    without a fallback (the pair potential has none of its own)."""
+    from meltquench import calculators
+    make = calculators.make_calculator
+
+    def make_calculator(settings, **kwargs):
+        s = calculators.CalculatorSettings.from_dict(settings)
+        if s.name == "pair" and s.pair.cutoff == FINISH_PAIR["cutoff"]:
+            return NotConverging(**FINISH_PAIR)
+        return make(settings, **kwargs)
+
+    NotConverging.failures = failures
+    monkeypatch.setattr(calculators, "make_calculator", make_calculator)
+    if fallback:
+        monkeypatch.setattr(calculators, "conservative_fallback", lambda settings: settings)
+
+
+def test_a_finish_that_does_not_converge_keeps_the_runs_own_result(tmp_path, monkeypatch,
+                                                                   capsys):
+    """After 7 h of ML dynamics a failed DFT single point must not lose them: final.traj is
+    the pre-optimised structure with the run's own energy, the analysis runs, there are no
+    spot checks, and the command exits with 4 and says why."""
+    from meltquench.cli import main
+    flaky_finish(monkeypatch, failures=10, fallback=True)
+    sets = [a for s in SETS + ["dynamics.final_relax=BFGS", "dynamics.relax_steps=50",
+                               "finish.relax_steps=0", "analysis.enabled=true"]
+            for a in ("--set", s)]
+    assert main(["run", *sets, "-o", str(tmp_path / "run")]) == 4
+    out, err = capsys.readouterr()
+    assert "retrying with the fallback settings" in out
+    assert "WARNING: the finish calculator's SCF did not converge (KohnShamConvergenceError)" \
+        in out and "also with the fallback settings" in err
+    assert NotConverging.failures == 8  # one try and one retry
+    pre = read(tmp_path / "run" / "preoptimised.traj")
+    final = read(tmp_path / "run" / "final.traj")
+    assert np.array_equal(pre.positions, final.positions)
+    assert final.get_potential_energy() == pytest.approx(energy(final), abs=1e-8)
+    assert (tmp_path / "run" / "analysis" / "summary.json").exists()
+    assert not (tmp_path / "run" / "analysis" / "checks.json").exists()
+
+
+def test_a_finish_converges_on_its_fallback_retry(tmp_path, monkeypatch, capsys):
+    flaky_finish(monkeypatch, failures=1, fallback=True)
+    cfg = config("dynamics.final_relax=BFGS", "dynamics.relax_steps=50",
+                 "finish.relax_steps=0")
+    result = driver.run(cfg, run_dir=tmp_path / "run")
+    out = capsys.readouterr().out
+    assert "retrying with the fallback settings" in out and "WARNING" not in out
+    assert result.finish_failed is None and "Force spot checks" in out
+    final = read(tmp_path / "run" / "final.traj")
+    assert final.get_potential_energy() == pytest.approx(energy(final, **FINISH_PAIR), abs=1e-8)
