@@ -89,6 +89,10 @@ def build_parser():
                    "configuration, print the plan and the estimated cost; run nothing")
     p.add_argument("--stop-after", metavar="TIME", help="wall-time budget (seconds or HH:MM:SS): "
                    "checkpoint and exit with code 75 before it is spent")
+    p.add_argument("--calibrate", nargs="?", type=int, const=2, default=0, metavar="N",
+                   help="a dry run whose cost is measured here: time N (default 2) SCF "
+                   "iterations, the forces and a move of the run's GPAW calculator(s) on its "
+                   "model, on the ranks it was started on (under mpirun: those ranks)")
 
     p = sub.add_parser("analyse", aliases=["analyze"], help="region-resolved g(r) and coordination "
                        "numbers of a run folder or trajectory, and whether it melted")
@@ -151,8 +155,10 @@ def cmd_run(args):
     cfg = load_config(args.config, preset=preset, overrides=args.overrides)
     if args.output:
         cfg.output.directory = args.output
-    if args.dry_run:
-        print(dry_run(cfg))
+    if args.dry_run or args.calibrate:
+        text = dry_run(cfg, calibrate_iterations=args.calibrate)
+        if is_root():
+            print(text)
         return 0
     if cfg.replicas.count > 1:
         run_dir = cfg.output.directory or default_run_dir(cfg.output.name, get_comm())

@@ -5,14 +5,20 @@
 ``s(N) = s_ref (N / N_ref)^k``, fitted (least squares in log-log) to the step times of
 :data:`MEASURED`, on the 2-core development machine, with ideal division over the MPI ranks;
 with one measured size, :data:`DEFAULT_EXPONENT` is used. Each part of the run (the programme,
-the finish's anneal, the final optimisation) is costed with its own calculator. Treat it as an
-order of magnitude, not a promise.
+the finish's anneal, the final optimisation) is costed with its own calculator; a GPAW single
+point from scratch counts :data:`~meltquench.calibrate.COLD_ITERATIONS` SCF iterations instead
+of an MD step's 12.5. ``--calibrate`` replaces the power law of a GPAW calculator by its timing
+on the run's own model and ranks (:mod:`meltquench.calibrate`). Treat either as an order of
+magnitude: what it cannot know is how many SCF iterations each step will need.
 """
 
 import numpy as np
 
 from . import calculators
+from .calibrate import (COLD_ITERATIONS, FORCES_ITERATIONS, ITERATIONS_PER_STEP,
+                        time_gpaw_scf)
 from .config import load_config
+from .errors import UserError
 from .kernels.parallel import get_comm
 from .model import build_model, composition_text
 from .structures import format_region_report
@@ -21,14 +27,15 @@ from .structures import format_region_report
 #: development machine (shared, so indicative), as [(atoms, seconds), ...] per engine.
 #: GPAW sz(dzp): ``python benchmarks/bench_gpaw_scf.py --steps 10 --only ours`` (40 atoms,
 #: PBE+U, MDPulay mixer, median 12.5 SCF iterations per step, the other core busy) and the
-#: 10-atom cell; GPAW dzp: the 10-atom cell and ``paper-perfect``'s 240 atoms (PBE+U, D3 off,
-#: 12.5 SCF iterations of 110-180 s, set-up of 114 s not counted; issue 13); tblite and pair: Bussi steps on corundum cells;
+#: 10-atom cell; GPAW dzp: ``paper-perfect``'s settings on its corundum model at 30, 60, 120
+#: and 240 atoms, ``python benchmarks/bench_gpaw_cost.py`` (move + 12.5 SCF iterations +
+#: forces, the other core busy; set-up not counted); tblite and pair: Bussi steps on corundum cells;
 #: CHGNet 0.3.0 and SevenNet-0 (energy and forces, 1 torch thread, the other core busy):
 #: corundum supercells of 120 and 240 atoms (``python benchmarks/bench_ml.py``). PW mode has
 #: no measurement here, so its cost is not estimated.
 MEASURED = {
     ("gpaw", "lcao", "sz(dzp)"): [(10, 3.5), (40, 33.0)],
-    ("gpaw", "lcao", "dzp"): [(10, 11.0), (240, 1800.0)],
+    ("gpaw", "lcao", "dzp"): [(30, 198.0), (60, 391.0), (120, 1332.0)],
     ("tblite", None, None): [(30, 3.0)],   # GFN1-xTB, OMP_NUM_THREADS=1
     ("pair", None, None): [(60, 0.0011)],
     ("chgnet", None, None): [(120, 1.07), (240, 2.94)],
@@ -108,7 +115,11 @@ def run_parts(cfg):
     return parts
 
 
-def cost_lines(cfg, atoms, ranks=1):
+def cost_lines(cfg, atoms, ranks=1, timings=None):
+    """The plan's cost lines. ``timings``: ``{"calculator": SCFTiming, "finish": SCFTiming}``
+    measured by :mod:`meltquench.calibrate` on this model and these ranks (``--calibrate``),
+    used in place of the power laws for the parts of those calculators."""
+    timings = timings or {}
     schedule = cfg.build_schedule()
     nsteps = schedule.nsteps(cfg.dynamics.timestep_fs)
     relax = cfg.dynamics.relax_steps if cfg.dynamics.final_relax else 0
@@ -116,11 +127,29 @@ def cost_lines(cfg, atoms, ranks=1):
              f"({schedule.total_fs / 1000.0:g} ps at {cfg.dynamics.timestep_fs} fs)"
              + (f" + up to {relax} optimisation steps" if relax else "")]
     total, unknown = 0.0, []
-    lines.append(f"estimated cost on {ranks} core(s) of a 2-core laptop-class machine "
-                 "(power laws fitted to measured step times, ideal MPI scaling; see "
-                 "meltquench.plan):")
+    if timings:
+        lines.append(f"estimated cost on these {ranks} rank(s), calibrated here "
+                     "(meltquench.calibrate):")
+        for which, t in timings.items():
+            lines.append(f"  {which}: {t.text()}")
+    else:
+        lines.append(f"estimated cost on {ranks} core(s) of a 2-core laptop-class machine "
+                     "(power laws fitted to measured step times, ideal MPI scaling; see "
+                     "meltquench.plan; --calibrate measures it here):")
+    paid_setup = set()
     for label, settings, steps in run_parts(cfg):
-        per_step = step_cost_s(settings, len(atoms), ranks)
+        which = "calculator" if settings is cfg.calculator else "finish"
+        timing = timings.get(which)
+        if timing is not None:
+            per_step = timing.step_s() if steps is not None else timing.single_point_s()
+            if steps is not None and which not in paid_setup:  # the first step from scratch
+                total += timing.single_point_s() - per_step
+            paid_setup.add(which)
+        else:
+            per_step = step_cost_s(settings, len(atoms), ranks)
+            if per_step is not None and steps is None and settings.name == "gpaw":
+                per_step *= ((COLD_ITERATIONS + FORCES_ITERATIONS)  # from scratch
+                             / (ITERATIONS_PER_STEP + FORCES_ITERATIONS))
         name = calculators.describe(settings)
         what = f"{label} with {name}" if steps is None else f"{label}: {steps} steps with {name}"
         if per_step is None:
@@ -204,17 +233,33 @@ def run_plan_text(cfg, atoms, run_dir, first_step, ranks):
     return "\n".join(lines)
 
 
-def dry_run(cfg, ranks=None):
-    """Build the model and describe the run without calling the calculator."""
+def calibrate(cfg, atoms, iterations=2, comm=None):
+    """``{"calculator": SCFTiming, "finish": SCFTiming}`` for the GPAW calculators of ``cfg``
+    on ``atoms``, at the smearing of the melt, on the ranks of ``comm``."""
+    out = {}
+    for which, settings in (("calculator", cfg.calculator), ("finish", cfg.finish.calculator)):
+        if settings is not None and settings.name == "gpaw":
+            out[which] = time_gpaw_scf(settings, atoms, cfg.schedule.T_melt_K, comm=comm,
+                                       iterations=iterations)
+    if not out:
+        raise UserError("--calibrate times GPAW's SCF, and this run uses no GPAW calculator "
+                        f"({calculators.describe(cfg.calculator)})")
+    return out
+
+
+def dry_run(cfg, ranks=None, calibrate_iterations=0):
+    """Build the model and describe the run; with ``calibrate_iterations``, time that many SCF
+    iterations of its GPAW calculators on these ranks first (:mod:`meltquench.calibrate`)."""
     atoms = build_model(cfg)
     ranks = ranks or get_comm().Get_size()
+    timings = calibrate(cfg, atoms, calibrate_iterations) if calibrate_iterations else None
     lines = ["dry run: nothing is computed", *plan_lines(cfg, atoms),
              f"dynamics: {cfg.dynamics.thermostat}, seed {cfg.dynamics.seed}",
              cfg.build_schedule().describe()]
     if "gpaw" in (cfg.calculator.name, getattr(cfg.finish.calculator, "name", None)):
         lines.append(f"GPAW parallel layout on {ranks} rank(s): "
                      f"{calculators.parallel_plan_text(cfg.calculator.gpaw.parallel, ranks)}")
-    lines += cost_lines(cfg, atoms, ranks)
+    lines += cost_lines(cfg, atoms, ranks, timings)
     lines.append(f"output: {cfg.output.directory or f'runs/{cfg.output.name}-<date>-<time>'}")
     return "\n".join(lines)
 
