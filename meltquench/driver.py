@@ -244,7 +244,7 @@ class MeltQuench:
             phase = state["phase"]
         elif atoms is not None:
             self.start(atoms)
-        with StopFlag() as stop:
+        with StopFlag(f"continue with: meltquench run --restart {self.run_dir}") as stop:
             self.stop = stop
             if phase == "md":
                 if state is not None:

@@ -12,6 +12,8 @@ import time
 
 from tqdm import tqdm
 
+from .errors import Interrupted
+
 #: Set by MPI launchers and batch schedulers: output then goes to a job log, not a person
 #: (OpenMPI even hands its ranks a pseudo-terminal, so isatty() alone would say "terminal").
 BATCH_VARIABLES = ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK", "SLURM_JOB_ID", "PBS_JOBID")
@@ -73,10 +75,17 @@ class Progress:
 
 
 class StopFlag:
-    """Context manager: ``.signal`` is set by SIGTERM / SIGINT while it is active."""
+    """Context manager: ``.signal`` is set by SIGTERM / SIGINT while it is active.
 
-    def __init__(self):
+    The run stops at the end of its current step, checkpointed. A second signal stops it at
+    once, in the middle of a step (one SCF that will not converge can take an hour): it raises
+    :class:`~meltquench.errors.Interrupted`, whose message ends with ``restart_hint``; the run
+    then continues from its last checkpoint, as after a kill.
+    """
+
+    def __init__(self, restart_hint=""):
         self.signal = None
+        self.restart_hint = restart_hint
         self._old = {}
 
     def __enter__(self):
@@ -88,6 +97,10 @@ class StopFlag:
         return self
 
     def _handle(self, signum, frame):
+        if self.signal is not None:
+            raise Interrupted(f"stopped at once by a second signal ({signal.Signals(signum).name}"
+                              "), in the middle of a step: the run continues from its last "
+                              f"checkpoint{'; ' + self.restart_hint if self.restart_hint else ''}")
         self.signal = signum
 
     def __exit__(self, *exc):

@@ -245,3 +245,34 @@ def test_the_summary_says_when_the_thermostat_did_not_follow_the_programme(
         assert kin < 0.75 * target and warned
     else:
         assert abs(kin / target - 1) < 0.1 and not warned
+
+
+def test_a_second_signal_stops_at_once_and_the_restart_continues_exactly(tmp_path):
+    """The first SIGTERM stops at the end of the step; a second one, in the middle of a step
+    that does not end (a stalled SCF), stops at once: Interrupted, the last checkpoint kept,
+    and --restart ends where an uninterrupted run ends."""
+    import os
+    import signal
+
+    from meltquench.calculators import PairPotential
+
+    class Stalling(PairPotential):
+        calls = 0
+
+        def calculate(self, *args, **kwargs):
+            Stalling.calls += 1
+            if Stalling.calls == 8:  # the force call of step 7
+                os.kill(os.getpid(), signal.SIGTERM)
+                os.kill(os.getpid(), signal.SIGTERM)
+                raise AssertionError("the second signal did not stop the step")
+            super().calculate(*args, **kwargs)
+
+    cfg = fast_config("output.checkpoint_interval=3")
+    full = driver.run(cfg, run_dir=tmp_path / "full").atoms
+    with pytest.raises(Interrupted, match=r"second signal \(SIGTERM\).*--restart"):
+        driver.run(cfg, run_dir=tmp_path / "run", calculator=Stalling())
+    assert read_checkpoint(tmp_path / "run")["step"] == 6
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # handlers given back
+    part = driver.restart(tmp_path / "run").atoms
+    assert np.array_equal(full.positions, part.positions)
+    assert np.array_equal(full.get_momenta(), part.get_momenta())
