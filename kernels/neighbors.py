@@ -435,3 +435,21 @@ def neighbor_list(positions, cell, pbc, cutoff, centres=None, neighbours=None,
     i, j, d, D, S = out
     sort = np.argsort(i, kind="stable")
     return i[sort], j[sort], d[sort], D[sort], S[sort]
+
+
+def centre_arrays(positions, types, n_types=None, centres=None, groups=None, n_groups=1):
+    """The arrays a pair kernel takes, checked: ``(positions (N, 3) float, types (N,) int64,
+    n_types, centres int64 (default all atoms), groups int64 (default 0))``; a ValueError
+    unless every group lies in ``range(n_groups)``."""
+    positions = np.ascontiguousarray(positions, dtype=float).reshape(-1, 3)
+    types = np.ascontiguousarray(types, dtype=np.int64)
+    if n_types is None:
+        n_types = int(types.max()) + 1 if len(types) else 1
+    if centres is None:
+        centres = np.arange(len(positions), dtype=np.int64)
+    centres = np.ascontiguousarray(centres, dtype=np.int64)
+    groups = (np.zeros(len(centres), np.int64) if groups is None
+              else np.ascontiguousarray(groups, dtype=np.int64))
+    if len(centres) and len(groups) and (groups.min() < 0 or groups.max() >= int(n_groups)):
+        raise ValueError("group numbers must lie in range(n_groups)")
+    return positions, types, n_types, centres, groups

@@ -16,9 +16,12 @@ from ase.config import cfg as ase_cfg
 from ase.io import write
 
 from . import __version__, calculators, driver
-from .analysis import REGIONS, analyse, melt_diagnostics, vo_cutoff
+from .analysis import REGIONS, XRD, BondAngles, analyse, melt_diagnostics, vo_cutoff
 from .analysis.base import check_length
+from .analysis.frames import Frames
 from .analysis.melt import ORDER_CUTOFF_A
+from .analysis.xrd import TWO_THETA_RANGE, XRD_RMAX_A, check_two_theta
+from .kernels.xrd import CU_KALPHA
 from .calculators import prepare_atoms, programme_stages, write_vasp_programme
 from .calculators.vasp import check_potcars, programme_table, starting_velocities
 from .config import PRESETS, describe_keys, load_config
@@ -39,8 +42,9 @@ examples:
   meltquench run --restart runs/demo-20261125-101500
                                           continue a stopped run from its last checkpoint
   meltquench analyse runs/demo-20261125-101500
-                                          region-resolved g(r) and coordination numbers, and
-                                          whether the melt melted (melt.json)
+                                          region-resolved g(r) and coordination numbers, bond
+                                          angles, simulated powder XRD and S(q), and whether
+                                          the melt melted (melt.json)
   meltquench config --show --preset demo  the resolved configuration as YAML
   meltquench config --keys                every configuration key with its default
 """
@@ -94,8 +98,9 @@ def build_parser():
                    "iterations, the forces and a move of the run's GPAW calculator(s) on its "
                    "model, on the ranks it was started on (under mpirun: those ranks)")
 
-    p = sub.add_parser("analyse", aliases=["analyze"], help="region-resolved g(r) and coordination "
-                       "numbers of a run folder or trajectory, and whether it melted")
+    p = sub.add_parser("analyse", aliases=["analyze"], help="region-resolved g(r), coordination "
+                       "numbers, bond angles and powder XRD of a run folder or trajectory, and "
+                       "whether it melted")
     add_analyse_arguments(p)
 
     p = sub.add_parser("build", help="build the starting model and write it to a file")
@@ -298,6 +303,27 @@ def add_analyse_arguments(parser):
     parser.add_argument("--order-cutoff", type=float, default=ORDER_CUTOFF_A, metavar="R",
                         help="O-O bond cutoff (Å) of the order parameter q6bar, default "
                              f"{ORDER_CUTOFF_A:g}")
+    parser.add_argument("--no-angles", dest="angles", action="store_false",
+                        help="skip the bond-angle distributions (O-V-O at V, V-O-V at O, bonds "
+                             "below the coordination cutoffs: angles.csv, angles.png)")
+    parser.add_argument("--no-xrd", dest="xrd", action="store_false",
+                        help="skip the simulated powder XRD and partial structure factors "
+                             "(xrd.csv, xrd.png, sq.csv)")
+    parser.add_argument("--wavelength", type=float, default=CU_KALPHA, metavar="Å",
+                        help=f"X-ray wavelength (Å), default {CU_KALPHA} (Cu K-alpha1)")
+    parser.add_argument("--two-theta", type=float, nargs=2, default=list(TWO_THETA_RANGE),
+                        metavar=("MIN", "MAX"), help="2theta range of the pattern (degrees), "
+                        f"default {TWO_THETA_RANGE[0]:g} {TWO_THETA_RANGE[1]:g}")
+    parser.add_argument("--xrd-rmax", type=float, default=XRD_RMAX_A, metavar="Å",
+                        help="pair distances summed, which is the diameter of the grains the "
+                             f"pattern is of (default {XRD_RMAX_A:g}: peaks ~1 degree wide); "
+                             "the cost per frame grows as its cube")
+    parser.add_argument("--no-lp", dest="lp", action="store_false",
+                        help="leave out the Lorentz-polarisation factor (default: applied, as "
+                             "in a laboratory powder pattern)")
+    parser.add_argument("--xrd-all-frames", action="store_true",
+                        help="average the XRD over every analysed frame (default: the last "
+                             "analysed frame, the final structure)")
     return parser
 
 
@@ -339,12 +365,18 @@ def analyse_from_args(args):
                         "--out DIR to write elsewhere")
     regions = tuple(getattr(args, "regions", None) or REGIONS)
     order_cutoff = check_length("--order-cutoff", getattr(args, "order_cutoff", ORDER_CUTOFF_A))
+    xrd_options = None
+    if getattr(args, "xrd", False):
+        xrd_options = dict(wavelength=check_length("--wavelength", args.wavelength),
+                           two_theta=check_two_theta(args.two_theta),
+                           rmax=check_length("--xrd-rmax", args.xrd_rmax), lp=args.lp)
     result = analyse(args.source, rmax=args.rmax, nbins=args.nbins, start=args.start,
                      stop=args.stop, stride=args.stride, regions=regions,
                      interface_width=args.interface_width, cutoffs=cutoffs, pairs=args.pairs)
     result.write(out)
     if result.rank == 0:
         print(result.table())
+    structure_extras(args, result, regions, xrd_options, out)
     if getattr(args, "melt", True):
         melt = melt_diagnostics(args.source, cutoff_VO=vo_cutoff(result),
                                 order_cutoff=order_cutoff,
@@ -356,6 +388,33 @@ def analyse_from_args(args):
     if result.rank == 0:
         print(f"written to {out}")
     return result
+
+
+def structure_extras(args, result, regions, xrd_options, out):
+    """The bond angles (with ``result``'s cutoffs) and the powder XRD of ``analyse_from_args``:
+    written to ``out``, summarised on rank 0."""
+    options = dict(regions=regions, interface_width=args.interface_width)
+    frames = (args.start, args.stop, args.stride)
+    if getattr(args, "angles", False):
+        cutoffs = {k: v for k, v in result.cutoffs.items() if v == v}  # finite (not NaN)
+        if cutoffs:
+            angles = BondAngles(args.source, cutoffs=cutoffs, **options).run(*frames)
+            report = angles.result(result.source)
+            report.write(out)
+            if report.rank == 0:
+                print("\n" + "\n".join(report.lines()))
+        elif result.rank == 0:
+            print("\nBond angles: no coordination cutoff, none measured (give --cutoff V-O=2.3)")
+    if xrd_options is not None:
+        with Frames(args.source) as source:
+            selected = source.select(*frames)
+            if not args.xrd_all_frames:
+                frames = (selected[-1], selected[-1] + 1, 1)
+            xrd = XRD(source, **xrd_options, **options).run(*frames)
+        report = xrd.result(result.source)
+        report.write(out)
+        if report.rank == 0:
+            print("\n" + "\n".join(report.lines()))
 
 
 def cmd_analyse(args):

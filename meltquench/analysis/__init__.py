@@ -10,6 +10,8 @@ results; an analysis fills in ``_prepare``, ``_single_frame``, ``_reduce`` and `
 region and frame; :func:`~.pipeline.melt_diagnostics` runs it and judges whether the melt
 melted, the quench left an amorphous region and the crystal stayed intact
 (:class:`~.report.MeltResult`: ``verdicts``, ``verdict_lines()``, ``to_dict()``, ``write()``).
+:class:`~.xrd.XRD` simulates the powder XRD I(2theta) and the partial structure factors
+S_ab(q) per region; :class:`~.angles.BondAngles` gives bond-angle distributions (O-V-O, V-O-V).
 
     rdf = PartialRDF("runs/demo", rmax=6.0, pairs=["V-O"]).run(step=2)
     cn = Coordination("runs/demo", cutoffs=rdf.cutoffs, pairs=["V-O"]).run(step=2)
@@ -17,6 +19,7 @@ melted, the quench left an amorphous region and the crystal stayed intact
     melt = melt_diagnostics("runs/demo")
     print("\n".join(melt.verdict_lines()))
 """
+from .angles import AnglesResult, BondAngles
 from .base import (AnalysisBase, AnalysisCollection, FramesThenAtoms, Results, WholeFrames,
                    run_analyses)
 from .coordination import Coordination
@@ -26,8 +29,11 @@ from .pipeline import analyse, melt_diagnostics, vo_cutoff
 from .rdf import PartialRDF
 from .regions import REGIONS, Regions
 from .report import AnalysisResult, MeltResult, PairResult, Verdict
+from .xrd import XRD, XRDResult, bragg_reflections
 
-__all__ = ["AnalysisBase", "AnalysisCollection", "AnalysisResult", "Coordination", "Frame",
+__all__ = ["AnalysisBase", "AnalysisCollection", "AnalysisResult", "AnglesResult", "BondAngles",
+           "Coordination", "Frame",
            "Frames", "FramesThenAtoms", "MeltDiagnostics", "MeltResult", "PairResult",
            "PartialRDF", "REGIONS", "Regions", "Results", "Species", "TRAJECTORY_NAME", "Verdict",
-           "WholeFrames", "analyse", "melt_diagnostics", "run_analyses", "vo_cutoff"]
+           "WholeFrames", "XRD", "XRDResult", "analyse", "bragg_reflections", "melt_diagnostics",
+           "run_analyses", "vo_cutoff"]

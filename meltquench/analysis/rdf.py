@@ -18,6 +18,20 @@ from .base import AnalysisBase, check_length, check_whole
 from .regions import N_GROUPS, REGION_GROUPS, REGIONS
 
 
+def centre_counts(frame, centres, n_types, volume_needed=True):
+    """Centres per region group and species (N_GROUPS, T) int, and the ideal-gas pair density
+    ``N_a N_b / V`` (N_GROUPS, T, T) in Å^-3 of one frame's ``centres`` (NaN without a cell
+    volume, or 0 if ``volume_needed`` is False: then nothing is expected of a uniform density)."""
+    n_c = np.zeros((N_GROUPS, n_types), np.int64)
+    np.add.at(n_c, (frame.groups[centres], frame.types[centres]), 1)
+    n_b = np.bincount(frame.types, minlength=n_types).astype(float)
+    if frame.volume > 1e-10:
+        volume = frame.volume
+    else:
+        volume = math.nan if volume_needed else math.inf
+    return n_c, n_c[:, :, None] * n_b[None, None, :] / volume
+
+
 class PartialRDF(AnalysisBase):
     """Partial g_ab(r) of species pairs per region.
 
@@ -82,12 +96,9 @@ class PartialRDF(AnalysisBase):
         pair_histogram(frame.positions, frame.cell, frame.pbc, frame.types, self.rmax,
                        self.nbins, centres=centres, groups=groups, n_groups=N_GROUPS,
                        pairs=self._pair_ok, n_types=t, out=self._hist)
-        n_c = np.zeros((N_GROUPS, t), np.int64)
-        np.add.at(n_c, (groups, frame.types[centres]), 1)
+        n_c, norm = centre_counts(frame, centres, t)
         self._n_centres += n_c
-        n_b = np.bincount(frame.types, minlength=t).astype(float)
-        volume = frame.volume if frame.volume > 1e-10 else math.nan
-        self._norm += n_c[:, :, None] * n_b[None, None, :] / volume
+        self._norm += norm
 
     def _reduce(self, comm):
         self._hist = parallel.allreduce_sum(self._hist, comm)
