@@ -35,6 +35,20 @@ def interface_mask(atoms, width):
     return mask
 
 
+def atom_region_masks(atoms, width=3.0):
+    """{region: boolean mask of its atoms} for the regions ``atoms`` can give: ``crystal`` and
+    ``melt`` from the tags, ``interface`` (within ``width`` Å of a boundary plane) where the
+    planes are in ``atoms.info``; empty for a structure without crystal/melt tags."""
+    tags = atoms.get_tags()
+    masks = {}
+    if not np.any((tags == CRYSTAL) | (tags == MELT)):
+        return masks
+    masks["crystal"], masks["melt"] = tags == CRYSTAL, tags == MELT
+    if "region_axis" in atoms.info and "region_planes" in atoms.info:
+        masks["interface"] = interface_mask(atoms, width)
+    return masks
+
+
 class Regions:
     """The regions asked for, and (after :meth:`resolve`) those the frames can give.
 
