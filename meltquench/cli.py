@@ -16,6 +16,8 @@ from ase.config import cfg as ase_cfg
 from ase.io import write
 
 from . import __version__, calculators, driver
+from .adsorption import (ADSORB_FILES, FMAX, GRID_A, PAPER_EADS_EV, PER_REGION, REFERENCES,
+                         SEPARATION_A, STEPS, adsorb, check_options, find_sites, format_table)
 from .analysis import REGIONS, XRD, BondAngles, analyse, melt_diagnostics, vo_cutoff
 from .analysis.base import check_length
 from .analysis.frames import Frames
@@ -25,6 +27,8 @@ from .kernels.xrd import CU_KALPHA
 from .calculators import prepare_atoms, programme_stages, write_vasp_programme
 from .calculators.vasp import check_potcars, programme_table, starting_velocities
 from .config import PRESETS, describe_keys, load_config
+from .electronic import (DOS_FILES, STATES_NAME, THRESHOLD, WIDTH_EV, WINDOW_EV,
+                         check_dos_options, compute_states, dos_from_states, dos_settings)
 from .errors import RunStopped, SCFFailure, UserError
 from .kernels.parallel import get_comm, is_root
 from .model import build_model
@@ -32,6 +36,7 @@ from .plan import dry_run, preset_cost
 from .replicas import restart_replicas, run_replicas
 from .rundir import default_run_dir
 from .structures import format_region_report
+from .target import load_target, open_output
 
 EPILOG = """\
 examples:
@@ -45,6 +50,10 @@ examples:
                                           region-resolved g(r) and coordination numbers, bond
                                           angles, simulated powder XRD and S(q), and whether
                                           the melt melted (melt.json)
+  meltquench dos runs/demo-20261125-101500
+                                          total DOS, DOS per region, band gap (GPAW)
+  meltquench adsorb runs/demo-20261125-101500 --species Na
+                                          Na adsorption energies at the largest voids per region
   meltquench config --show --preset demo  the resolved configuration as YAML
   meltquench config --keys                every configuration key with its default
 """
@@ -115,6 +124,53 @@ def build_parser():
                    "KPOINTS, POTCAR, the first one's POSCAR (selective dynamics, starting "
                    "velocities), and DIR/run-programme.sh that chains them; needs VASP_PP_PATH")
 
+    p = sub.add_parser("dos", help="total DOS, DOS per region and band gap of a run's final "
+                       "structure or a structure file (GPAW)",
+                       description="One GPAW SCF with the run's own calculator settings (its "
+                       "config.yaml; a structure file takes the defaults; --set changes keys) on "
+                       "its final structure, then the total DOS, the DOS projected on the "
+                       "crystal, melt and interface atoms (Mulliken weights, LCAO mode) and the "
+                       "band gap found three ways (occupations, ase.dft.bandgap, the broadened "
+                       "DOS): dos.json, dos.csv, dos.png in RUN_DIR/dos/. A PBE+U gap of V2O3 "
+                       "depends on U, the magnetic order and the cell.")
+    _add_target_args(p, "dos")
+    p.add_argument("--width", type=float, default=WIDTH_EV, metavar="EV",
+                   help=f"Gaussian broadening, standard deviation (eV), default {WIDTH_EV:g}")
+    p.add_argument("--window", type=float, nargs=2, default=list(WINDOW_EV),
+                   metavar=("EMIN", "EMAX"), help="energy window around E_F (eV), default "
+                   f"{WINDOW_EV[0]:g} {WINDOW_EV[1]:g}")
+    p.add_argument("--threshold", type=float, default=THRESHOLD, metavar="X",
+                   help="the DOS gap is where the total DOS is below X states/eV per atom, "
+                   f"default {THRESHOLD:g}")
+
+    p = sub.add_parser("adsorb", help="adsorption energy of an atom (Na) at the largest voids "
+                       "of each region, with the run's own calculator",
+                       description="Find the largest voids per region (crystal, melt, interface), "
+                       "place the atom there, relax it with the run's calculator, optimiser and "
+                       "relax region (crystal half fixed as in the run) to --fmax, and report "
+                       "E_ads = E(model+X) - E(model) - E(X): results.csv, results.json, "
+                       "adsorption.png in RUN_DIR/adsorb/. Finished sites are kept when the "
+                       "command runs again; under mpirun the sites are spread over groups of "
+                       "ranks (--groups).")
+    _add_target_args(p, "adsorb")
+    p.add_argument("--species", default="Na", help="the adsorbed element, default Na")
+    p.add_argument("--reference", default="atom", choices=REFERENCES,
+                   help="E(X): 'atom' (isolated atom in a 12 Å box, default) or 'bulk' (the "
+                   "metal per atom, ASE's reference state)")
+    p.add_argument("--sites-per-region", type=int, default=PER_REGION, metavar="N",
+                   help=f"sites per region, the largest voids (default {PER_REGION})")
+    p.add_argument("--grid", type=float, default=GRID_A, metavar="Å",
+                   help=f"spacing of the void search grid (Å), default {GRID_A:g}")
+    p.add_argument("--separation", type=float, default=SEPARATION_A, metavar="Å",
+                   help=f"smallest distance between two sites (Å), default {SEPARATION_A:g}")
+    p.add_argument("--fmax", type=float, default=FMAX, metavar="EV/Å",
+                   help=f"force criterion of the relaxations (eV/Å), default {FMAX:g}")
+    p.add_argument("--steps", type=int, default=STEPS, help="maximum optimiser steps per "
+                   f"relaxation, default {STEPS}")
+    p.add_argument("--groups", type=int, default=None, metavar="G",
+                   help="under mpirun: groups of ranks the tasks are spread over (default: "
+                   "one per rank)")
+
     sub.add_parser("presets", help="list the presets with their cost")
 
     p = sub.add_parser("config", help="show the resolved configuration or every key")
@@ -123,6 +179,23 @@ def build_parser():
     group.add_argument("--show", action="store_true", help="print the resolved configuration (default)")
     group.add_argument("--keys", action="store_true", help="print every key with its default and meaning")
     return parser
+
+
+def _add_target_args(p, command):
+    p.add_argument("source", metavar="RUN_DIR", help="a run folder (final.traj and config.yaml) "
+                   "or a structure file ASE reads")
+    p.add_argument("--preset", metavar="NAME", help="with a structure file: the preset whose "
+                   "calculator settings to use")
+    p.add_argument("--set", metavar="SECTION.KEY=VALUE", action="append", default=[],
+                   dest="overrides", help="change one key of the configuration, e.g. --set "
+                   "calculator.gpaw.basis=dzp (repeatable)")
+    p.add_argument("--out", metavar="DIR", help=f"output folder (default RUN_DIR/{command} or "
+                   f"<stem>_{command} beside a structure file)")
+    p.add_argument("--overwrite", action="store_true", help="replace earlier results in the "
+                   "output folder (only the files this command writes)")
+    p.add_argument("--interface-width", type=float, default=None, metavar="Å",
+                   help="interface band around the boundary planes (Å), default the run's "
+                   "analysis.interface_width")
 
 
 def parse_duration(text):
@@ -417,12 +490,77 @@ def structure_extras(args, result, regions, xrd_options, out):
             print("\n" + "\n".join(report.lines()))
 
 
+def cmd_dos(args):
+    comm = get_comm()
+    target = load_target(args.source, args.preset, args.overrides)
+    settings, which = target.calculator_settings()
+    settings = dos_settings(settings)
+    check_dos_options(args.width, args.window, args.threshold)
+    width = _interface_width(args, target)
+    out = Path(args.out) if args.out else target.default_out("dos")
+    with open_output(out, "dos.json", args.overwrite, comm, DOS_FILES):
+        if is_root():
+            print(f"DOS of {target.label}: {calculators.describe(settings)} ({which}, "
+                  "no D3: it changes no eigenvalue)", flush=True)
+        states, cached = compute_states(target.atoms, settings, out, comm,
+                                        target.cfg.schedule.T_final_K, cache=out / STATES_NAME)
+        result = dos_from_states(states, target.atoms, width=args.width,
+                                 window=tuple(args.window), threshold=args.threshold,
+                                 interface_width=width, source=target.label,
+                                 calculator=calculators.describe(settings))
+        if is_root():
+            result.write(out)
+            if cached:
+                print(f"(the Kohn-Sham states of {out / STATES_NAME} were reused: same "
+                      "structure and settings)")
+            print("\n".join(result.lines()))
+            print(f"written to {out}")
+    return 0
+
+
+def _interface_width(args, target):
+    width = (target.cfg.analysis.interface_width if args.interface_width is None
+             else args.interface_width)
+    return check_length("--interface-width", width)
+
+
+def cmd_adsorb(args):
+    comm = get_comm()
+    target = load_target(args.source, args.preset, args.overrides)
+    settings, which = target.calculator_settings()
+    check_options(args.species, args.reference, args.fmax, args.steps)
+    if args.groups is not None and not 1 <= args.groups:
+        raise UserError(f"--groups must be at least 1, got {args.groups}")
+    calculators.check_available(settings)
+    sites = find_sites(target.atoms, args.sites_per_region, args.grid, args.separation,
+                       _interface_width(args, target))
+    out = Path(args.out) if args.out else target.default_out("adsorb")
+    with open_output(out, "results.json", args.overwrite, comm, ADSORB_FILES):
+        if is_root():
+            print(f"{args.species} adsorption on {target.label}: {len(sites)} sites, "
+                  f"{calculators.describe(settings)} ({which}), reference {args.reference}",
+                  flush=True)
+        rows, meta = adsorb(target.atoms, target.cfg, settings, sites, out, comm,
+                            species=args.species, reference=args.reference, fmax=args.fmax,
+                            steps=args.steps, source=target.label, groups=args.groups,
+                            say=lambda text: print(text, flush=True))
+        if is_root():
+            print(format_table(rows))
+            print(f"reference: {meta['reference_note']}")
+            print("the paper's E_ads (Fig. 4f, eV): " + "; ".join(
+                f"{model}: " + ", ".join(f"{k} {v:g}" for k, v in values.items())
+                for model, values in PAPER_EADS_EV.items()))
+            print(f"written to {out}")
+    return 0
+
+
 def cmd_analyse(args):
     analyse_from_args(args)
     return 0
 
 
 COMMANDS = {"run": cmd_run, "analyse": cmd_analyse, "analyze": cmd_analyse, "build": cmd_build,
+            "dos": cmd_dos, "adsorb": cmd_adsorb,
             "presets": cmd_presets, "config": cmd_config}
 
 
