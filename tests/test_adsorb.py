@@ -1,0 +1,156 @@
+"""'meltquench adsorb' with the pair potential: sites per region, E_ads by hand, restart per
+site, bad input, and mpirun -np 2 equal to serial."""
+import csv
+import json
+
+import shutil
+
+import numpy as np
+import pytest
+from ase.geometry import get_distances
+from ase.io import read
+
+from conftest import run_mpi
+from meltquench.adsorption import find_sites, reference_atoms, void_radii
+from meltquench.analysis.regions import interface_mask
+from meltquench.calculators import PairPotential
+from meltquench.structures import CRYSTAL, MELT
+from test_cli import FAST, assert_one_line_error, mq
+
+WIDTH = ["--interface-width", "1.0"]
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    """A finished pair-potential run of the demo model (20 atoms, crystal half fixed)."""
+    folder = tmp_path_factory.mktemp("adsorb") / "run"
+    proc = mq("run", *FAST, "-o", folder)
+    assert proc.returncode == 0, proc.stderr
+    return folder
+
+
+@pytest.fixture(scope="module")
+def serial(run_dir):
+    out = run_dir.parent / "serial"
+    proc = mq("adsorb", run_dir, "--species", "Na", *WIDTH, "--out", out)
+    assert proc.returncode == 0, proc.stderr
+    return out, proc
+
+
+def table(out):
+    with open(out / "results.csv") as fh:
+        return list(csv.DictReader(fh))
+
+
+def test_sites_lie_in_the_regions_they_are_reported_in(run_dir):
+    atoms = read(run_dir / "final.traj")
+    sites = find_sites(atoms, per_region=2, interface_width=1.0)
+    assert {s["region"] for s in sites} == {"crystal", "melt", "interface"}
+    tags = atoms.get_tags()
+    points = np.array([s["position"] for s in sites])
+    probe = atoms.copy()[:len(points)]
+    probe.positions = points
+    in_band = interface_mask(probe, 1.0)
+    for site, band in zip(sites, in_band):
+        if site["region"] == "interface":
+            assert band
+        else:
+            assert not band
+            _, dist = get_distances(site["position"], atoms.positions, cell=atoms.cell,
+                                    pbc=atoms.pbc)
+            expected = {CRYSTAL: "crystal", MELT: "melt"}[tags[np.argmin(dist[0])]]
+            assert site["region"] == expected
+            assert site["void_radius_A"] == pytest.approx(dist.min(), abs=1e-9)
+    # sites are at least the separation apart (minimum image)
+    _, dist = get_distances(points, cell=atoms.cell, pbc=atoms.pbc)
+    assert dist[np.triu_indices(len(points), 1)].min() >= 3.0
+
+
+def test_void_radius_is_the_distance_to_the_nearest_atom(run_dir):
+    atoms = read(run_dir / "final.traj")
+    points, radius, nearest = void_radii(atoms, 0.5)
+    _, dist = get_distances(points[::37], atoms.positions, cell=atoms.cell, pbc=atoms.pbc)
+    assert np.allclose(radius[::37], dist.min(axis=1))
+    assert np.array_equal(nearest[::37], dist.argmin(axis=1))
+
+
+def test_adsorption_energy_is_the_hand_computed_difference(serial):
+    out, proc = serial
+    rows = table(out)
+    assert {r["region"] for r in rows} == {"crystal", "melt", "interface"}
+    calc = PairPotential()
+    model = read(out / "tasks" / "model.traj")
+    e_model = calc.get_potential_energy(model)
+    e_ref = PairPotential().get_potential_energy(reference_atoms("Na", "atom"))
+    assert e_ref == 0.0  # a lone atom of the pair potential
+    for r in rows:
+        site = read(out / "tasks" / f"{r['site']}.traj")
+        assert site.get_chemical_symbols()[-1] == "Na" and len(site) == len(model) + 1
+        e_site = PairPotential().get_potential_energy(site)
+        assert float(r["E_ads_eV"]) == pytest.approx(e_site - e_model - e_ref, abs=1e-9)
+        assert r["converged"] == "True" and float(r["fmax_eV_per_A"]) <= 0.03
+        # the crystal half stayed where the run left it
+        fixed = model.get_tags() == CRYSTAL
+        assert np.array_equal(site.positions[:-1][fixed], read(out.parent / "run" /
+                                                              "final.traj").positions[fixed])
+    data = json.loads((out / "results.json").read_text())
+    assert data["meta"]["reference"] == "atom" and "isolated atom" in data["meta"]["reference_note"]
+    assert data["paper_E_ads_eV"]["perfect A/C"]["crystal"] == -0.77
+    assert (out / "adsorption.png").stat().st_size > 1000
+    assert "E_ads" in proc.stdout and "the paper's E_ads" in proc.stdout
+
+
+def test_a_restart_keeps_finished_sites(serial, tmp_path):
+    out, _ = serial
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    (copy / "results.json").unlink()
+    (copy / "tasks" / "site-1.json").unlink()
+    kept = {p.name: p.read_text() for p in (copy / "tasks").glob("*.json")}
+    run = out.parent / "run"
+    proc = mq("adsorb", run, "--species", "Na", *WIDTH, "--out", copy)
+    assert proc.returncode == 0, proc.stderr
+    assert "continuing" in proc.stdout
+    assert proc.stdout.count("kept from an earlier run") == len(kept)
+    assert "site-1: E =" in proc.stdout
+    for name, text in kept.items():
+        assert (copy / "tasks" / name).read_text() == text
+    assert table(copy) == table(out)
+    # another computation in the same folder is refused, with or without results
+    (copy / "results.json").unlink()
+    assert_one_line_error(mq("adsorb", run, "--species", "Na", *WIDTH, "--fmax", "0.05",
+                             "--out", copy), "plan.json", "--overwrite")
+    assert_one_line_error(mq("adsorb", run, "--species", "Na", *WIDTH, "--out", out),
+                          "already holds results", "--overwrite")
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--species", "Xx"], ["--species", "not a chemical element"]),
+    (["--reference", "gas"], ["--reference", "invalid choice"]),
+    (["--fmax", "0"], ["--fmax", "positive"]),
+    (["--grid", "-1"], ["--grid", "positive"]),
+    (["--sites-per-region", "0"], ["--sites-per-region"]),
+    (["--set", "calculator.nam=pair"], ["calculator.nam", "name"]),
+])
+def test_bad_adsorb_input_is_one_line(run_dir, tmp_path, args, words):
+    assert_one_line_error(mq("adsorb", run_dir, *args, "--out", tmp_path / "o"), *words)
+    assert not (tmp_path / "o").exists()
+
+
+def test_adsorb_needs_a_finished_run_or_a_structure(tmp_path):
+    (tmp_path / "empty").mkdir()
+    assert_one_line_error(mq("adsorb", tmp_path / "empty"), "no final.traj")
+    assert_one_line_error(mq("adsorb", tmp_path / "nope.traj"), "not found")
+
+
+def test_mpirun_spreads_sites_over_groups_and_equals_serial(serial, tmp_path):
+    out, _ = serial
+    proc = run_mpi(["python", "-m", "meltquench.cli", "adsorb", str(out.parent / "run"),
+                    "--species", "Na", *WIDTH, "--out", str(tmp_path / "mpi")], np=2)
+    assert "kept" not in proc.stdout
+    mpi, ser = table(tmp_path / "mpi"), table(out)
+    assert [r["site"] for r in mpi] == [r["site"] for r in ser]
+    for a, b in zip(mpi, ser):
+        assert a["region"] == b["region"]
+        assert float(a["E_ads_eV"]) == pytest.approx(float(b["E_ads_eV"]), abs=1e-10)
+    assert len(list((tmp_path / "mpi" / "tasks").glob("*.json"))) == len(ser) + 2
