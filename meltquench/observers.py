@@ -13,6 +13,8 @@ from pathlib import Path
 import numpy as np
 from ase.io.trajectory import Trajectory
 
+from .errors import UserError
+
 
 def _column(fmt):
     return field(metadata={"fmt": fmt})
@@ -89,20 +91,59 @@ class StepRecorder:
             stage=self.schedule.stage_of_step(t_fs).name)
 
 
+def read_md_log(path):
+    """The columns of an ``md.log`` by the names of its header line: ``{name: values}``, rows in
+    file order.
+
+    ``stage`` is a list of str; every other column a float array, in the units of
+    :class:`StepRecord`: ``step``; ``time_fs`` (fs); ``T_target_K``, ``T_kin_K`` (K);
+    ``E_pot_eV``, ``F_free_eV``, ``E_kin_eV``, ``E_conserved_eV``, ``width_eV`` (eV; NaN width:
+    no smearing); ``s_per_step`` (wall seconds); ``scf_iter`` (count; -1: none). Blank and
+    ``#`` lines after the header are skipped, and so is a last line with fewer fields than the
+    header (cut short by a crash, or still being written). A file whose first line is not the
+    ``# `` header, or another line with the wrong number of fields or a non-numeric value,
+    raises :class:`~meltquench.errors.UserError`.
+    """
+    path = Path(path)
+    lines = path.read_text().splitlines()
+    if not lines or not lines[0].startswith("#"):
+        raise UserError(f"{path} has no md.log header (a first line '# step time_fs ...' "
+                        "naming the columns): not an md.log written by meltquench")
+    names = lines[0][1:].split()
+    numbered = [(n, line.split()) for n, line in enumerate(lines[1:], start=2)
+                if line.strip() and not line.startswith("#")]
+    if numbered and len(numbered[-1][1]) < len(names):
+        numbered.pop()  # a last line cut short
+    for n, cells in numbered:
+        if len(cells) != len(names):
+            raise UserError(f"{path}, line {n}: {len(cells)} fields, but the header names "
+                            f"{len(names)} columns")
+    rows = [cells for _, cells in numbered]
+    out = {}
+    for i, name in enumerate(names):
+        cells = [r[i] for r in rows]
+        if name == "stage":
+            out[name] = cells
+            continue
+        try:
+            out[name] = np.array([float(c) for c in cells])
+        except ValueError as exc:
+            raise UserError(f"{path}: column {name} is not numeric ({exc})") from None
+    return out
+
+
 def conserved_drift(md_log, n_mobile):
     """Drift of the conserved quantity per stage of an ``md.log``: ``{stage: (meV per mobile
     atom per ps, ps)}``, the slope of a least-squares line through ``E_conserved_eV`` against
     ``time_fs`` (stages with fewer than 3 steps are left out)."""
-    lines = Path(md_log).read_text().splitlines()
-    names = lines[0][1:].split()
-    rows = [line.split() for line in lines[1:] if line.strip()]
-    t, e, stage = (names.index(k) for k in ("time_fs", "E_conserved_eV", "stage"))
+    log = read_md_log(md_log)
+    stages = np.array(log["stage"], dtype=object)
     out = {}
-    for name in dict.fromkeys(r[stage] for r in rows):
-        pts = [(float(r[t]), float(r[e])) for r in rows if r[stage] == name]
-        if len(pts) < 3:
+    for name in dict.fromkeys(log["stage"]):
+        sel = stages == name
+        if sel.sum() < 3:
             continue
-        x, y = (np.array(v) for v in zip(*pts))
+        x, y = log["time_fs"][sel], log["E_conserved_eV"][sel]
         slope = np.polyfit(x, y, 1)[0]  # eV per fs
         out[name] = (slope * 1e3 * 1e3 / max(n_mobile, 1), (x[-1] - x[0]) / 1e3)
     return out
@@ -125,15 +166,13 @@ def temperature_tracking(md_log):
     """Mean kinetic and target temperature per stage of an ``md.log``: ``{stage: (mean T_kin,
     mean T_target, steps)}`` (K). A thermostat follows the programme when the two agree within
     :data:`TRACKING_TOLERANCE`; Nose-Hoover chains on many atoms lag a fast ramp."""
-    lines = Path(md_log).read_text().splitlines()
-    names = lines[0][1:].split()
-    rows = [line.split() for line in lines[2:] if line.strip()]  # step 0 is the start
-    kin, target, stage = (names.index(k) for k in ("T_kin_K", "T_target_K", "stage"))
+    log = read_md_log(md_log)
+    stages = np.array(log["stage"][1:], dtype=object)  # step 0 is the start
+    kin, target = log["T_kin_K"][1:], log["T_target_K"][1:]
     out = {}
-    for name in dict.fromkeys(r[stage] for r in rows):
-        sel = [r for r in rows if r[stage] == name]
-        out[name] = (float(np.mean([float(r[kin]) for r in sel])),
-                     float(np.mean([float(r[target]) for r in sel])), len(sel))
+    for name in dict.fromkeys(log["stage"][1:]):
+        sel = stages == name
+        out[name] = (float(np.mean(kin[sel])), float(np.mean(target[sel])), int(sel.sum()))
     return out
 
 
