@@ -31,6 +31,7 @@ from meltquench.calibrate import ITERATIONS_PER_STEP, time_gpaw_scf
 from meltquench.config import load_config
 from meltquench.kernels.parallel import get_comm
 from meltquench.model import build_model
+from meltquench.observers import read_md_log
 
 REPEATS = {30: "[1,1,1]", 60: "[1,1,2]", 120: "[2,2,1]", 240: "[2,2,2]"}
 
@@ -59,17 +60,14 @@ def validate(size, basis, comm, say):
     folder = tempfile.mkdtemp(prefix="bench-gpaw-cost-") if comm.Get_rank() == 0 else None
     folder = comm.bcast(folder, root=0) if comm.Get_size() > 1 else folder
     driver.run(cfg, run_dir=Path(folder) / "run", comm=comm, stream=open(os.devnull, "w"))
-    lines = (Path(folder) / "run" / "md.log").read_text().splitlines()
-    names = lines[0][1:].split()
-    rows = [dict(zip(names, line.split())) for line in lines[1:] if line.strip()]
-    for row in rows[1:]:
-        n = int(row["scf_iter"])
-        seconds = float(row["s_per_step"])
+    log = read_md_log(Path(folder) / "run" / "md.log")
+    for step, n, seconds in zip(log["step"][1:], log["scf_iter"][1:], log["s_per_step"][1:]):
+        step, n, seconds = int(step), int(n), float(seconds)
         model = timing.move_s + n * timing.iteration_s + timing.forces_s
-        first = " (from scratch: + set-up)" if row["step"] == "1" else ""
-        if row["step"] == "1":
+        first = " (from scratch: + set-up)" if step == 1 else ""
+        if step == 1:
             model += timing.setup_s
-        say(f"  {size:4d} atoms, step {row['step']}: {n:3d} SCF iterations, measured "
+        say(f"  {size:4d} atoms, step {step}: {n:3d} SCF iterations, measured "
             f"{seconds:7.1f} s, model {model:7.1f} s, measured/model {seconds / model:.2f}{first}")
 
 

@@ -29,7 +29,6 @@ far less.
 programme; :func:`judge` turns the series into verdicts by the criteria below.
 """
 import math
-from pathlib import Path
 
 import numpy as np
 
@@ -39,6 +38,7 @@ from ..kernels import parallel
 from ..kernels.coordination import coordination_numbers
 from ..kernels.neighbors import complete_cell
 from ..kernels.order import bond_order
+from ..observers import read_md_log
 from ..structures import CRYSTAL, MELT
 from .base import AnalysisBase, WholeFrames, check_length
 from .frames import TRAJECTORY_NAME
@@ -285,21 +285,12 @@ def _run_folder(frames):
 def _md_log_stages(path):
     """{step: stage} of an md.log (columns by its header), or {} without one."""
     try:
-        lines = Path(path).read_text().splitlines()
-    except OSError:
+        log = read_md_log(path)
+    except (OSError, UserError):
         return {}
-    if not lines or not lines[0].startswith("#"):
+    if "step" not in log or "stage" not in log:
         return {}
-    names = lines[0][1:].split()
-    if "step" not in names or "stage" not in names:
-        return {}
-    a, b = names.index("step"), names.index("stage")
-    out = {}
-    for line in lines[1:]:
-        cells = line.split()
-        if len(cells) == len(names) and cells[a].isdigit():  # not a line cut short by a crash
-            out[int(cells[a])] = cells[b]
-    return out
+    return {int(step): stage for step, stage in zip(log["step"], log["stage"])}
 
 
 def frame_clock(frames, selected):
