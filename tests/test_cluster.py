@@ -10,6 +10,8 @@ import pytest
 from ase.io import read
 
 from conftest import mpi_env, run_mpi
+from meltquench.errors import UserError
+from meltquench.observers import read_md_log
 
 FAST = ["--set", "calculator.name=pair", "--set", "calculator.dispersion=null",
         "--set", "output.progress=log", "--set", "dynamics.final_relax=null"]
@@ -26,8 +28,11 @@ def cli(*args, **kw):
 
 
 def logged_steps(run_dir):
-    return [int(line.split()[0]) for line in (run_dir / "md.log").read_text().splitlines()
-            if not line.startswith("#")]
+    try:
+        steps = read_md_log(run_dir / "md.log")["step"]
+    except UserError:  # created, its header not written yet
+        return []
+    return [int(step) for step in steps]
 
 
 def start_and_wait(run_dir, min_step):

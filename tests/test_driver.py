@@ -8,7 +8,7 @@ from meltquench import driver, progress
 from meltquench.checkpoint import read_checkpoint
 from meltquench.config import load_config
 from meltquench.errors import Interrupted, UserError
-from meltquench.observers import StepRecord
+from meltquench.observers import StepRecord, read_md_log
 from meltquench.structures import CRYSTAL, MELT, split_regions, v2o3_corundum
 
 FAST = ["calculator.name=pair", "calculator.dispersion=null", "output.progress=none",
@@ -21,14 +21,10 @@ def fast_config(*extra):
 
 def md_log(run_dir):
     """md.log's columns by the names of its header."""
-    lines = (run_dir / "md.log").read_text().splitlines()
-    names = lines[0][1:].split()
-    rows = [line.split() for line in lines if not line.startswith("#")]
-    col = {name: [r[names.index(name)] for r in rows] for name in names}
-    return {"step": np.array(col["step"], int), "T_target": np.array(col["T_target_K"], float),
-            "T_kin": np.array(col["T_kin_K"], float), "E_pot": np.array(col["E_pot_eV"], float),
-            "E_cons": np.array(col["E_conserved_eV"], float),
-            "width": np.array(col["width_eV"], float), "stage": col["stage"]}
+    col = read_md_log(run_dir / "md.log")
+    return {"step": col["step"].astype(int), "T_target": col["T_target_K"],
+            "T_kin": col["T_kin_K"], "E_pot": col["E_pot_eV"], "E_cons": col["E_conserved_eV"],
+            "width": col["width_eV"], "stage": col["stage"]}
 
 
 def test_schedule_is_followed_and_fixed_atoms_never_move(tmp_path):

@@ -14,6 +14,7 @@ from meltquench import driver
 from meltquench.calculators import PairPotential
 from meltquench.config import load_config
 from meltquench.errors import Interrupted, UserError
+from meltquench.observers import read_md_log
 from meltquench.plan import dry_run
 
 FINISH_PAIR = {"cutoff": 5.0, "cutoff_on": 4.0}
@@ -30,10 +31,7 @@ def config(*extra):
 
 
 def md_log(run_dir):
-    lines = (run_dir / "md.log").read_text().splitlines()
-    names = lines[0][1:].split()
-    rows = [line.split() for line in lines if not line.startswith("#")]
-    return {name: [r[i] for r in rows] for i, name in enumerate(names)}
+    return {name: list(values) for name, values in read_md_log(run_dir / "md.log").items()}
 
 
 def energy(atoms, **pair):
