@@ -7,6 +7,7 @@ import pytest
 from ase.io import read
 
 from conftest import mpi_env, run_mpi
+from meltquench.observers import read_md_log
 
 ARGS = ["run", "--set", "structure.builder=v2o3-rhombohedral", "--set", "structure.repeat=[1,1,1]",
         "--set", "schedule.heat_ps=0.004", "--set", "schedule.melt_ps=0.002",
@@ -29,10 +30,8 @@ COLUMNS = ["step", "time_fs", "T_target_K", "T_kin_K", "E_pot_eV", "E_kin_eV",
 
 def md_log(run_dir):
     """The numeric md.log columns of COLUMNS, in that order (found by the header's names)."""
-    lines = (run_dir / "md.log").read_text().splitlines()
-    names = lines[0][1:].split()
-    return np.array([[float(line.split()[names.index(name)]) for name in COLUMNS]
-                     for line in lines[1:]])
+    log = read_md_log(run_dir / "md.log")
+    return np.column_stack([log[name] for name in COLUMNS])
 
 
 @pytest.fixture(scope="module")
@@ -122,10 +121,8 @@ def test_gpaw_restart_continues_with_the_same_electronic_temperatures(serial, tm
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
 
     def columns(folder):
-        lines = (folder / "md.log").read_text().splitlines()
-        names = lines[0][1:].split()
-        return {name: np.array([float(line.split()[names.index(name)]) for line in lines[1:]])
-                for name in ("step", "T_target_K", "width_eV", "E_pot_eV")}
+        log = read_md_log(folder / "md.log")
+        return {name: log[name] for name in ("step", "T_target_K", "width_eV", "E_pot_eV")}
     a, b = columns(run_dir), columns(part)
     assert list(a["step"]) == list(b["step"]) == [0, 1, 2, 3]
     assert np.array_equal(a["width_eV"], b["width_eV"]) and len(set(a["width_eV"])) == 3

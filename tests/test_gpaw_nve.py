@@ -17,6 +17,7 @@ pytest.importorskip("gpaw")
 
 from meltquench import driver  # noqa: E402
 from meltquench.config import load_config  # noqa: E402
+from meltquench.observers import read_md_log  # noqa: E402
 from meltquench.structures import split_regions, v2o3_rhombohedral  # noqa: E402
 
 #: Smearing (eV), fixed. Hotter than the engine's 4000 K melt (k_B T = 0.34 eV) to keep the SCF
@@ -69,11 +70,8 @@ def nve_run(run_dir, convergence=None, width=WIDTH):
         "schedule.quench_ps=0", "schedule.final_ps=0",
         "output.progress=none", "output.extxyz=false", "analysis.enabled=false"])
     driver.run(cfg, run_dir=run_dir, atoms=atoms)
-    lines = (run_dir / "md.log").read_text().splitlines()
-    names = lines[0][1:].split()
-    rows = [line.split() for line in lines[1:] if line.strip()]
-    return {name: np.array([float(r[names.index(name)]) for r in rows])
-            for name in ("step", "E_pot_eV", "F_free_eV", "E_kin_eV", "E_conserved_eV",
+    log = read_md_log(run_dir / "md.log")
+    return {name: log[name] for name in ("step", "E_pot_eV", "F_free_eV", "E_kin_eV", "E_conserved_eV",
                          "scf_iter", "width_eV")}
 
 

@@ -12,6 +12,7 @@ import pytest
 
 from meltquench import driver
 from meltquench.config import load_config
+from meltquench.observers import read_md_log
 
 DATA = Path(__file__).parent / "data" / "pinned_pair_md.npz"
 SCHEMES = ("nve", "nhc", "bussi", "langevin", "berendsen")
@@ -26,11 +27,9 @@ def pinned_run(scheme, run_dir):
     """Arrays of one short run: final positions and momenta, md.log energies, last frame."""
     cfg = load_config(overrides=SETTINGS + [f"dynamics.thermostat={scheme}"])
     result = driver.run(cfg, run_dir=run_dir)
-    lines = (Path(run_dir) / "md.log").read_text().splitlines()
-    names = lines[0][1:].split()
-    columns = [names.index(name) for name in ("time_fs", "T_target_K", "T_kin_K", "E_pot_eV",
-                                              "E_kin_eV", "E_conserved_eV")]
-    log = np.array([[float(line.split()[k]) for k in columns] for line in lines[1:]])
+    columns = read_md_log(Path(run_dir) / "md.log")
+    log = np.column_stack([columns[name] for name in ("time_fs", "T_target_K", "T_kin_K",
+                                                      "E_pot_eV", "E_kin_eV", "E_conserved_eV")])
     from ase.io import read
     last = read(Path(run_dir) / "trajectory.traj", index=-1)
     return {f"{scheme}_final_positions": result.atoms.positions.copy(),
