@@ -318,33 +318,45 @@ class MeltQuench:
         dyn.forget_forces()
 
     def advance(self, atoms, dyn, step):
-        """One step; on SCF non-convergence one retry with the fallback settings."""
-        try:
-            dyn.step()
-            return
-        except Exception as exc:
-            if not calculators.is_scf_failure(exc):
-                raise
-            error = exc
-        if not self.fallback_used and calculators.conservative_fallback(
-                self.calculator_settings(step)):
-            self.say(f"step {step}: SCF did not converge ({type(error).__name__}); retrying with "
-                     "the fallback settings (more conservative mixer), kept for the rest of the run")
-            self.fallback_used = True
-            self.restore(atoms, dyn)
-            self.attach_calculator(atoms, step)
+        """One step; on SCF non-convergence one retry with the fallback settings, from the state
+        before the step."""
+        error = self.with_scf_fallback(
+            dyn.step, atoms, step,
+            lambda name: f"step {step}: SCF did not converge ({name}); retrying with the "
+                         "fallback settings (more conservative mixer), kept for the rest of the "
+                         "run",
+            before_retry=lambda: self.restore(atoms, dyn))
+        if error is not None:
+            self.abort(SCFFailure, atoms, dyn, step,
+                       f"SCF did not converge at step {step} ({type(error).__name__}), also with "
+                       "the fallback settings",
+                       f"change calculator.gpaw.mixer/convergence in {self.path('config.yaml')} "
+                       f"and run 'meltquench run --restart {self.run_dir}'")
+
+    def with_scf_fallback(self, action, atoms, step, retrying, before_retry=None):
+        """``action()``; where it fails with SCF non-convergence
+        (:func:`~meltquench.calculators.is_scf_failure`) and the calculator of MD step ``step``
+        (None: of the final optimisation) has a conservative fallback not yet used: say
+        ``retrying(error name)``, switch to the fallback for the rest of the run, call
+        ``before_retry()``, attach the fallback calculator and try ``action()`` once more.
+        Returns None, or the SCF error that remained; any other error is raised."""
+        for retry in (False, True):
             try:
-                dyn.step()
-                return
+                action()
+                return None
             except Exception as exc:
                 if not calculators.is_scf_failure(exc):
                     raise
                 error = exc
-        self.abort(SCFFailure, atoms, dyn, step,
-                   f"SCF did not converge at step {step} ({type(error).__name__}), also with "
-                   "the fallback settings",
-                   f"change calculator.gpaw.mixer/convergence in {self.path('config.yaml')} and "
-                   f"run 'meltquench run --restart {self.run_dir}'")
+            if retry or self.fallback_used or not calculators.conservative_fallback(
+                    self.calculator_settings(step)):
+                return error
+            self.say(retrying(type(error).__name__))
+            self.fallback_used = True
+            if before_retry is not None:
+                before_retry()
+            self.attach_calculator(atoms, step)
+        return error
 
     def restore(self, atoms, dyn):
         """Back to the state before the current step."""
@@ -488,22 +500,11 @@ class MeltQuench:
         """``action()`` with the finish calculator attached; on SCF non-convergence one retry
         with its fallback settings (from where the atoms are). Returns None, or the name of the
         SCF error that remained (the finish failed); any other error is raised."""
-        for retry in (False, True):
-            try:
-                action()
-                return None
-            except Exception as exc:
-                if not calculators.is_scf_failure(exc):
-                    raise
-                error = type(exc).__name__
-            if retry or self.fallback_used or not calculators.conservative_fallback(
-                    self.calculator_settings(None)):
-                return error
-            self.say(f"the finish calculator's SCF did not converge ({error}); retrying with "
-                     "the fallback settings (more conservative mixer)")
-            self.fallback_used = True
-            self.attach_calculator(atoms, None)
-        return error
+        error = self.with_scf_fallback(
+            action, atoms, None,
+            lambda name: f"the finish calculator's SCF did not converge ({name}); retrying with "
+                         "the fallback settings (more conservative mixer)")
+        return None if error is None else type(error).__name__
 
     def optimise(self, atoms, label, steps):
         """``dynamics.final_relax`` of the atoms of ``dynamics.relax_region`` with the attached
