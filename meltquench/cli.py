@@ -222,13 +222,8 @@ def cmd_run(args):
                             "--preset or --set with it")
         if (Path(args.restart) / "replicas.yaml").exists():
             restart_replicas(args.restart, stop_after_s=stop_after)
-        else:
-            result = driver.restart(args.restart, stop_after_s=stop_after)
-            if result is not None and result.finish_failed:
-                if is_root():
-                    print(f"meltquench: {result.finish_failed}", file=sys.stderr)
-                return SCFFailure.exit_code
-        return 0
+            return 0
+        return finish_status(driver.restart(args.restart, stop_after_s=stop_after))
     preset = args.preset or (None if args.config else "demo")  # no config: the demo
     cfg = load_config(args.config, preset=preset, overrides=args.overrides)
     if args.output:
@@ -253,9 +248,18 @@ def cmd_run(args):
             print("\nThis was the demo: a demonstration of the pipeline on a small cell, far too "
                   "short to amorphise anything.\nFor the paper's method: meltquench run --preset "
                   "paper-perfect --dry-run (then on a cluster, see scripts/).")
-        if result.finish_failed:
-            print(f"meltquench: {result.finish_failed}", file=sys.stderr)
-    return SCFFailure.exit_code if result.finish_failed else 0
+    return finish_status(result)
+
+
+def finish_status(result):
+    """The exit status of a finished run (``result``: a :class:`~meltquench.driver.RunResult`
+    or None): 0, or where the finish calculator's part was given up ``SCFFailure.exit_code``
+    with why on stderr (rank 0)."""
+    if result is None or not result.finish_failed:
+        return 0
+    if is_root():
+        print(f"meltquench: {result.finish_failed}", file=sys.stderr)
+    return SCFFailure.exit_code
 
 
 def cmd_build(args):
