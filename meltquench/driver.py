@@ -210,14 +210,17 @@ class MeltQuench:
         self.comm.Barrier()
 
     def resume(self, state):
-        """Cut the trajectory and ``md.log`` back to the checkpoint (rank 0)."""
+        """Cut the trajectory and ``md.log`` back to the checkpoint (rank 0). A last line
+        without its newline (a write cut by a kill) is dropped, as are the steps after the
+        checkpoint."""
         if not self.is_root:
             return
         rundir.trim_trajectory(self.path("trajectory.traj"), state["n_frames"])
         log = self.path("md.log")
         if log.exists():
             kept = [line for line in log.read_text().splitlines(keepends=True)
-                    if line.startswith("#") or StepRecord.step_of(line) <= state["step"]]
+                    if line.endswith("\n") and line.strip()
+                    and (line.startswith("#") or StepRecord.step_of(line) <= state["step"])]
             rundir.write_atomic(log, "".join(kept).encode())
 
     def checkpoint(self, atoms, dyn, step, phase="md"):

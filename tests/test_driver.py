@@ -78,6 +78,23 @@ def test_restart_equals_an_uninterrupted_run(tmp_path, thermostat):
     assert folder_snapshot(tmp_path / "part") == before
 
 
+def test_a_log_line_cut_by_a_kill_is_dropped_on_restart(tmp_path):
+    """A kill inside a write can leave md.log ending in part of a line (here the "1" of a step
+    "12"): the restart drops it, so the next step's line does not run into it."""
+    cfg = fast_config("output.checkpoint_interval=7")
+    full = driver.run(cfg, run_dir=tmp_path / "full")
+    with pytest.raises(Interrupted):
+        driver.run(cfg, run_dir=tmp_path / "part", stop_after_s=1e-9)
+    with open(tmp_path / "part" / "md.log", "a") as log:
+        log.write("1")
+    driver.restart(tmp_path / "part")
+    log, reference = md_log(tmp_path / "part"), md_log(tmp_path / "full")
+    assert list(log["step"]) == list(reference["step"])  # every line whole, none twice
+    assert np.allclose(log["E_cons"], reference["E_cons"], rtol=0, atol=1e-8)
+    cont = read(tmp_path / "part" / "trajectory.traj", -1)
+    assert np.abs(full.atoms.positions - cont.positions).max() < 1e-10
+
+
 def folder_snapshot(folder):
     """{relative path: (bytes, mtime_ns)} of every file under ``folder``."""
     return {str(p.relative_to(folder)): (p.read_bytes(), p.stat().st_mtime_ns)
