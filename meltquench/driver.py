@@ -68,7 +68,8 @@ OPTIMISERS = {"FIRE": FIRE, "BFGS": BFGS}
 #: the final optimisation. Any other change (time step, schedule, model, physics of the
 #: calculator, NHC time constant, seeds, ...) would not continue the same run and is refused.
 _NUMERICAL_CALCULATOR_KEYS = (
-    "gpaw.mixer", "gpaw.convergence", "gpaw.maxiter", "gpaw.parallel", "gpaw.extrapolation",
+    "gpaw.mixer", "gpaw.convergence", "gpaw.maxiter", "gpaw.scf_stagnation", "gpaw.parallel",
+    "gpaw.extrapolation",
     "vasp.ncore", "vasp.algo", "tblite.max_iterations", "ml.threads")
 RESTART_MAY_CHANGE = (
     "output", "analysis", "replicas.vary", "finish.check_every",

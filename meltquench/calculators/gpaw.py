@@ -104,6 +104,9 @@ class GPAWSettings(Settings):
         "GPAW's SCF criteria: energy (eV per valence electron), density (electrons per valence "
         "electron), eigenstates (eV^2 per valence electron), forces (eV/Å)")
     maxiter: int = setting(200, "SCF iterations before GPAW gives up")
+    scf_stagnation: int = setting(
+        25, "give an SCF up (then the fallback settings retry the step) when its density error "
+        "has not halved in this many iterations (0: never; see calculators/stagnation.py)")
     extrapolation: int = setting(
         2, "order of the density-matrix extrapolation that starts each MD step's SCF (0 off, "
         "1 linear, 2 quadratic; LCAO, Gamma point)")
@@ -117,6 +120,10 @@ class GPAWSettings(Settings):
         if self.mode not in ("lcao", "pw", "fd"):
             raise UserError(f"calculator.gpaw.mode must be 'lcao', 'pw' or 'fd', "
                             f"got {self.mode!r}")
+        if (not isinstance(self.scf_stagnation, int) or isinstance(self.scf_stagnation, bool)
+                or self.scf_stagnation < 0):
+            raise UserError(f"calculator.gpaw.scf_stagnation must be a whole number >= 0 "
+                            f"(0: off), got {self.scf_stagnation!r}")
         if self.extrapolation not in (0, 1, 2):
             raise UserError(f"calculator.gpaw.extrapolation must be 0, 1 or 2, "
                             f"got {self.extrapolation!r}")
@@ -276,6 +283,13 @@ def make_gpaw(settings, *, directory, comm=None):
     directory = Path(directory)
     kw = gpaw_parameters(settings)
     kw["txt"] = str(directory / "gpaw.txt")
+    if settings.scf_stagnation:
+        from .stagnation import Stagnation  # imports gpaw
+        convergence = dict(kw.get("convergence") or {})
+        custom = convergence.get("custom", [])
+        convergence["custom"] = ([custom] if not isinstance(custom, (list, tuple))
+                                 else list(custom)) + [Stagnation(settings.scf_stagnation)]
+        kw["convergence"] = convergence
     if comm is None or comm.Get_rank() == 0:
         directory.mkdir(parents=True, exist_ok=True)
     communicator = gpaw_communicator(comm)
