@@ -355,7 +355,8 @@ class MeltQuench:
             if retry or self.fallback_used or not calculators.conservative_fallback(
                     self.calculator_settings(step)):
                 return error
-            self.say(retrying(type(error).__name__))
+            detail = str(error).strip()  # SCFStagnation says how far the SCF got
+            self.say(retrying(type(error).__name__ + (f": {detail}" if detail else "")))
             self.fallback_used = True
             if before_retry is not None:
                 before_retry()
