@@ -53,6 +53,7 @@ from ase.parallel import DummyMPI
 from scipy.spatial import cKDTree
 
 from . import calculators
+from .driver import OPTIMISERS
 from .analysis.regions import interface_mask
 from .errors import UserError
 from .model import relax_region
@@ -239,7 +240,6 @@ def task_atoms(atoms, task, species):
 def run_task(name, task, atoms, species, cfg, settings, folder, comm, fmax, steps):
     """Compute one task on the ranks of ``comm``; returns its result dict (every rank) and
     writes ``folder/<name>.json`` and ``.traj`` (its rank 0)."""
-    from .driver import OPTIMISERS
     start = time.perf_counter()
     work, relax = task_atoms(atoms, task, species)
     calculators.prepare_atoms(settings, work)

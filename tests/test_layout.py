@@ -12,8 +12,8 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 LAZY = {"gpaw", "torch", "tblite", "matplotlib", "mpi4py", "chgnet", "sevenn"}
 #: meltquench modules that import a LAZY dependency at their top, and so may themselves be
-#: imported lazily: MDPulay subclasses GPAW's Pulay mixer class.
-LAZY_OWN = {"mdpulay"}
+#: imported lazily: MDPulay subclasses GPAW's Pulay mixer class, Stagnation GPAW's Criterion.
+LAZY_OWN = {"mdpulay", "stagnation"}
 
 
 def sources(folder):
