@@ -239,7 +239,7 @@ def test_bad_options_are_one_line_user_errors(kwargs, words):
 def test_write_outputs(tmp_path):
     result = XRD(heterophase(n=1), rmax=20.0).run().result("test")
     paths = result.write(tmp_path)
-    assert [p.name for p in paths] == ["xrd.csv", "sq.csv", "xrd.png"]
+    assert [p.name for p in paths] == ["xrd.csv", "sq.csv", "xrd.png", "sq.png"]
     with open(tmp_path / "xrd.csv") as fh:
         rows = list(csv.reader(fh))
     assert rows[0] == ["two_theta_deg", "q_inv_A", "I_all", "I_crystal", "I_melt", "I_interface"]
@@ -248,7 +248,8 @@ def test_write_outputs(tmp_path):
     with open(tmp_path / "sq.csv") as fh:
         header = next(csv.reader(fh))
     assert header[1] == "S_V-V_all" and len(header) == 1 + 4 * 4
-    assert (tmp_path / "xrd.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    for name in ("xrd.png", "sq.png"):
+        assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "strongest peaks" in "\n".join(result.lines())
 
 

@@ -241,7 +241,7 @@ class XRD(AnalysisBase):
 
 @dataclass
 class XRDResult:
-    """What :class:`XRD` measured, and its files: xrd.csv, xrd.png, sq.csv."""
+    """What :class:`XRD` measured, and its files: xrd.csv, xrd.png, sq.csv, sq.png."""
 
     source: str
     frames: list
@@ -287,18 +287,44 @@ class XRDResult:
         return out
 
     def write(self, out_dir):
-        """Write xrd.csv, sq.csv and xrd.png into ``out_dir`` (rank 0 only); the paths."""
+        """Write xrd.csv, sq.csv, xrd.png and sq.png into ``out_dir`` (rank 0 only); the
+        paths."""
         if self.rank != 0:
             return []
         out = _output_folder(out_dir)
-        paths = [out / "xrd.csv", out / "sq.csv", out / "xrd.png"]
+        paths = [out / "xrd.csv", out / "sq.csv", out / "xrd.png", out / "sq.png"]
         write_csv(paths[0], ["two_theta_deg", "q_inv_A"] + [f"I_{r}" for r in self.regions],
                   [self.two_theta, self.q, *self.intensity])
         names = [f"S_{p}_{r}" for p in self.pairs for r in self.regions]
         write_csv(paths[1], ["q_inv_A"] + names,
                   [self.sq_q, *self.sq.reshape(-1, len(self.sq_q))])
         self._plot(paths[2])
+        self._plot_sq(paths[3])
         return paths
+
+    def _plot_sq(self, path):
+        """One panel per unordered pair (S_ab = S_ba): S_ab(q) of every region with atoms."""
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+        shown = []
+        for p, pair in enumerate(self.pairs):
+            if "-".join(reversed(pair.split("-"))) not in [name for _, name in shown]:
+                shown.append((p, pair))
+        fig = Figure(figsize=(4.0 * len(shown), 3.4), layout="constrained")
+        FigureCanvasAgg(fig)
+        for panel, (p, pair) in enumerate(shown):
+            ax = fig.add_subplot(1, len(shown), panel + 1)
+            for r, region in enumerate(self.regions):
+                if np.all(np.isfinite(self.sq[p, r])):
+                    ax.plot(self.sq_q, self.sq[p, r], lw=1.1, color=f"C{r}", label=region)
+            ax.axhline(0.0, color="0.6", lw=0.6)
+            ax.set_xlabel("q (1/Å)")
+            ax.set_ylabel(f"S_{pair}(q)")
+            ax.set_xlim(self.sq_q[0], self.sq_q[-1])
+            ax.set_title(pair, fontsize=9)
+            ax.legend(fontsize=7)
+        fig.suptitle(f"Partial structure factors: {self.source}", fontsize=9)
+        fig.savefig(path, dpi=110)
 
     def _plot(self, path):
         from matplotlib.backends.backend_agg import FigureCanvasAgg
