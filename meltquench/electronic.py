@@ -234,6 +234,7 @@ class DOSResult:
     regions: dict  # name -> PDOS (states/eV), the Mulliken projection on its atoms
     gap: dict  # the gaps (eV) and how they were found
     meta: dict = field(default_factory=dict)
+    spins: dict = field(default_factory=dict)  # spin-polarised: "up"/"down" -> DOS (states/eV)
 
     def lines(self):
         g, m = self.gap, self.meta
@@ -247,6 +248,11 @@ class DOSResult:
                f"  gap from the total DOS (Gaussian sigma {g['width_eV']:g} eV, below "
                f"{g['threshold_per_atom']:g} states/eV per atom, grid {g['step_eV']:g} eV): "
                f"{g['dos_gap_eV']:.4f} eV"]
+        if self.spins:
+            out.append(f"  spin-polarised: magnetic moment {m['magnetic_moment_muB']:+.3f} "
+                       f"Bohr magnetons per cell (occupied up minus down states); gaps per "
+                       f"spin from the occupations: up {g['occupation_gap_up_eV']:.4f} eV, "
+                       f"down {g['occupation_gap_down_eV']:.4f} eV")
         if self.regions:
             out.append("  projected on: " + ", ".join(
                 f"{name} ({m['region_atoms'][name]} atoms)" for name in self.regions))
@@ -270,8 +276,9 @@ class DOSResult:
         text = io.StringIO()
         writer = csv.writer(text)
         writer.writerow(["energy_minus_fermi_eV", "total_states_per_eV",
-                         *(f"{name}_states_per_eV" for name in self.regions)])
-        for row in zip(self.energy, self.total, *self.regions.values()):
+                         *(f"{name}_states_per_eV" for name in self.regions),
+                         *(f"total_spin_{name}_states_per_eV" for name in self.spins)])
+        for row in zip(self.energy, self.total, *self.regions.values(), *self.spins.values()):
             writer.writerow([f"{x:.6g}" for x in row])
         write_atomic(out / "dos.csv", text.getvalue().encode())
         self.plot(out / "dos.png")
@@ -286,6 +293,8 @@ class DOSResult:
         ax.plot(self.energy, self.total, color="k", lw=1.0)
         for k, (name, pdos) in enumerate(self.regions.items()):
             ax.plot(self.energy, pdos, lw=1.1, color=f"C{k}", label=name)
+        for name, dos, style in zip(self.spins, self.spins.values(), (":", "-.")):
+            ax.plot(self.energy, dos, lw=1.0, color="0.35", ls=style, label=f"total, spin {name}")
         ax.axvline(0.0, color="0.3", ls="--", lw=0.8)
         g = self.gap
         if g["dos_gap_eV"] > 0 and np.isfinite(g["dos_gap_eV"]):
@@ -337,6 +346,14 @@ def dos_from_states(states, atoms, width=WIDTH_EV, window=WINDOW_EV, step=STEP_E
         ase_gap = float("nan")
     cut = threshold * len(atoms)
     d_gap, lo, hi = dos_gap(energy, total, 0.0, cut)
+    spins, spin_gaps, moment = {}, {}, None
+    if eig.shape[0] == 2:  # spin-polarised: GPAW's spin index 0 is up, 1 down
+        for s, name in enumerate(("up", "down")):
+            spins[name] = broadened_dos(eig[s:s + 1], weights[s:s + 1], energy, width)
+            spin_gaps[f"occupation_gap_{name}_eV"] = occupation_gap(eig[s:s + 1],
+                                                                    states.f_skn[s:s + 1])[0]
+        per_spin = (states.f_skn * states.weight_k[None, :, None]).sum(axis=(1, 2))
+        moment = float(per_spin[0] - per_spin[1])
     below = np.arange(eig.min() - 8 * width, 0.0 + step / 2, step)
     n_below = float(np.trapezoid(broadened_dos(eig, weights, below, width), below))
     gap = {"occupation_gap_eV": occ_gap, "homo_eV": homo, "lumo_eV": lumo,
@@ -344,14 +361,15 @@ def dos_from_states(states, atoms, width=WIDTH_EV, window=WINDOW_EV, step=STEP_E
            "dos_gap_upper_eV": hi, "fermi_level_eV": states.fermi_level,
            "nelectrons": states.nelectrons, "electrons_below_fermi": n_below,
            "width_eV": width, "threshold_per_atom": threshold,
-           "threshold_states_per_eV": cut, "step_eV": step,
+           "threshold_states_per_eV": cut, "step_eV": step, **spin_gaps,
            "method": "occupation gap: HOMO = highest state with occupation >= 1/2, LUMO = "
                      "lowest below 1/2 (0 if they overlap); ase_bandgap: ase.dft.bandgap on "
                      "the eigenvalues with E_F from GPAW; dos gap: interval around E_F where the "
                      "Gaussian-broadened total DOS (sigma width_eV) is below "
                      "threshold_per_atom x atoms states/eV, edges on the grid (step_eV)"}
     meta = {"source": str(source), "calculator": calculator, "natoms": len(atoms), "formula": atoms.get_chemical_formula(),
-            "region_atoms": counts, "pdos_note": note,
+            "region_atoms": counts, "pdos_note": note, "spin_polarised": bool(spins),
+            "magnetic_moment_muB": moment,
             "pdos_method": "Mulliken weights from GPAW's LCAO coefficients and overlap"
                            if states.w_skna is not None else None}
-    return DOSResult(energy, total, regions, gap, meta)
+    return DOSResult(energy, total, regions, gap, meta, spins)

@@ -9,8 +9,8 @@ from ase.build import bulk
 from ase.dft.bandgap import bandgap
 from ase.io import write
 
-from meltquench.electronic import (broadened_dos, compute_states, dos_from_states, dos_gap,
-                                   mulliken_atom_weights, occupation_gap)
+from meltquench.electronic import (States, broadened_dos, compute_states, dos_from_states,
+                                   dos_gap, mulliken_atom_weights, occupation_gap)
 from meltquench.kernels.parallel import get_comm
 from meltquench.structures import split_regions, v2o3_basal
 from test_cli import assert_one_line_error, mq
@@ -47,6 +47,24 @@ def test_dos_gap_and_occupation_gap_on_two_levels():
     assert occupation_gap(eig, np.array([[[1.0, 0.0]]])) == (2.0, -1.0, 1.0)
     assert occupation_gap(np.array([[[-0.1, 0.2]], [[0.1, 0.3]]]),
                           np.array([[[1.0, 1.0]], [[0.0, 0.0]]]))[0] == 0.0  # overlapping spins
+
+
+def test_spin_polarised_states_give_moment_spin_dos_and_gaps_per_spin():
+    """Two spins, one k-point, three states each: up has two electrons (gap 1 eV above the
+    second), down one (gap 2 eV): moment +1, each spin's DOS integrates to its states."""
+    from ase.atoms import Atoms
+    eig = np.array([[[-2.0, -1.0, 0.0]], [[-2.0, 0.0, 1.0]]])
+    f = np.array([[[1.0, 1.0, 0.0]], [[1.0, 0.0, 0.0]]])
+    states = States(eig, f, np.array([1.0]), 1.0, -0.5, 3.0)
+    result = dos_from_states(states, Atoms("H"), width=0.05, window=(-4.0, 4.0), step=0.005)
+    assert result.meta["spin_polarised"] and result.meta["magnetic_moment_muB"] == 1.0
+    assert result.gap["occupation_gap_up_eV"] == pytest.approx(1.0)
+    assert result.gap["occupation_gap_down_eV"] == pytest.approx(2.0)
+    assert result.gap["occupation_gap_eV"] == pytest.approx(1.0)  # up HOMO -1 to LUMOs at 0
+    for name in ("up", "down"):
+        assert np.trapezoid(result.spins[name], result.energy) == pytest.approx(3.0, abs=1e-3)
+    assert np.allclose(result.spins["up"] + result.spins["down"], result.total)
+    assert "magnetic moment +1.000" in "\n".join(result.lines())
 
 
 # --------------------------------------------------------------------------- GPAW
@@ -98,6 +116,25 @@ def test_states_are_reused_only_for_the_same_structure_and_settings(mgo):
     from meltquench.electronic import dos_settings, fingerprint
     key = fingerprint(moved, dos_settings(settings), 300.0)
     assert key != states.fingerprint
+
+
+def test_spin_polarised_gpaw_matches_the_spin_paired_states_of_mgo(mgo, tmp_path):
+    """MgO started with a moment on Mg relaxes to none: both spins have the spin-paired
+    levels and the same DOS, and the gap is the spin-paired one."""
+    atoms, paired, settings, _ = mgo
+    spin = dict(settings, spinpol=True, initial_magmoms={"Mg": 1.0})
+    states, _ = compute_states(atoms, spin, tmp_path, get_comm(), 300.0)
+    assert states.eig_skn.shape[0] == 2 and states.degeneracy == 1.0
+    result = dos_from_states(states, atoms, width=0.05)
+    reference = dos_from_states(paired, atoms, width=0.05)
+    assert abs(result.meta["magnetic_moment_muB"]) < 0.01
+    assert np.allclose(result.spins["up"], result.spins["down"], atol=0.05 * result.total.max())
+    for eig in states.eig_skn:  # each spin's levels are the spin-paired ones (absolute eV;
+        assert np.allclose(eig, paired.eig_skn[0], atol=0.02)  # E_F in a gap is arbitrary)
+    for key in ("occupation_gap_eV", "occupation_gap_up_eV", "occupation_gap_down_eV"):
+        assert result.gap[key] == pytest.approx(reference.gap["occupation_gap_eV"], abs=0.02)
+    assert result.gap["electrons_below_fermi"] == pytest.approx(states.nelectrons, abs=1e-3)
+    assert reference.spins == {} and not reference.meta["spin_polarised"]
 
 
 @pytest.fixture(scope="module")
