@@ -32,6 +32,14 @@ the ML potentials, the pair potential):
    times the covalent radii) and Na-V, Na-Na the O-O Born-Mayer repulsion, so its E_ads
    count Na-O bonds; its free atom has zero energy and its bulk Na only repulsion.
 
+An SCF that does not converge (GPAW) is retried once from where the atoms are, with the
+first fallback of :func:`~meltquench.calculators.conservative_fallback` (a more careful mixer:
+the same energies) and noted in the task's result; a fallback that would change the smearing,
+and with it the energies E_ads subtracts, is not used. A task that fails even so leaves the
+other tasks to finish, then the command stops with :class:`~meltquench.errors.SCFFailure`
+(exit code 4) naming it; run it again (with other ``--set calculator.gpaw...``: the finished
+tasks are kept only with the same settings) to go on.
+
 Every piece (the model, the reference, each site) is a task; a finished task's result is
 kept in ``tasks/<name>.json`` (with its relaxed structure, ``.traj``) and not computed again
 when the command is run again in the same folder. Under ``mpirun`` the tasks are spread over
@@ -55,7 +63,7 @@ from scipy.spatial import cKDTree
 from . import calculators
 from .driver import OPTIMISERS
 from .analysis.regions import interface_mask
-from .errors import UserError
+from .errors import SCFFailure, UserError
 from .model import relax_region
 from .replicas import replica_groups
 from .rundir import collective, write_atomic, write_traj
@@ -237,16 +245,59 @@ def task_atoms(atoms, task, species):
     return combined, True
 
 
+def same_energy_fallback(settings):
+    """The first SCF fallback of ``settings`` where it computes the same energies (only the
+    mixer, the extrapolation and ``maxiter`` differ), else None: every energy in E_ads must
+    come from one functional at one smearing."""
+    fallback = calculators.conservative_fallback(settings)
+    if fallback is None:
+        return None
+    old, new = settings.gpaw, fallback.gpaw
+    return fallback if (old.occupations, old.width_min) == (new.occupations,
+                                                            new.width_min) else None
+
+
 def run_task(name, task, atoms, species, cfg, settings, folder, comm, fmax, steps):
     """Compute one task on the ranks of ``comm``; returns its result dict (every rank) and
-    writes ``folder/<name>.json`` and ``.traj`` (its rank 0)."""
+    writes ``folder/<name>.json`` and ``.traj`` (its rank 0). An SCF failure is retried once
+    with :func:`same_energy_fallback`, from where the atoms are; one that remains raises
+    :class:`~meltquench.errors.SCFFailure`."""
     start = time.perf_counter()
     work, relax = task_atoms(atoms, task, species)
     calculators.prepare_atoms(settings, work)
+    result = {"name": name, **task, "natoms": len(work)}
+    fallback = same_energy_fallback(settings)
+    try:
+        compute_task(work, relax, result, name, cfg, settings, folder, comm, fmax, steps)
+    except Exception as exc:
+        if not calculators.is_scf_failure(exc):
+            raise
+        why = f"{type(exc).__name__}" + (f": {str(exc).strip()}" if str(exc).strip() else "")
+        if fallback is None:
+            raise SCFFailure(f"{name}: the SCF did not converge ({why}) and the calculator has "
+                             "no fallback with the same energies") from exc
+        result["scf_fallback"] = why
+        try:
+            compute_task(work, relax, result, name, cfg, fallback, folder, comm, fmax, steps)
+        except Exception as again:
+            if not calculators.is_scf_failure(again):
+                raise
+            raise SCFFailure(f"{name}: the SCF did not converge ({why}), nor with the fallback "
+                             f"mixer ({type(again).__name__})") from again
+    result["seconds"] = time.perf_counter() - start
+    if comm.Get_rank() == 0:
+        work.calc = None
+        write_traj(folder / f"{name}.traj", work)
+        write_atomic(folder / f"{name}.json", (json.dumps(result, indent=1) + "\n").encode())
+    return result
+
+
+def compute_task(work, relax, result, name, cfg, settings, folder, comm, fmax, steps):
+    """Relax (if ``relax``) and compute ``work`` with a new calculator of ``settings``,
+    filling ``result``."""
     work.calc = calculators.make_calculator(settings, directory=folder / name, comm=comm)
     calculators.set_electronic_temperature(work.calc, settings, cfg.schedule.T_final_K)
     root = comm.Get_rank() == 0
-    result = {"name": name, **task, "natoms": len(work)}
     if relax:
         d = cfg.dynamics
         optimiser = d.final_relax or "BFGS"
@@ -258,19 +309,14 @@ def run_task(name, task, atoms, species, cfg, settings, folder, comm, fmax, step
         result.update(optimiser=optimiser, steps=int(opt.nsteps), converged=converged,
                       fmax_eV_per_A=float(np.linalg.norm(forces, axis=1).max()), relaxed=note)
     result["energy_eV"] = float(work.get_potential_energy())
-    if task["kind"] == "reference":
+    if result["kind"] == "reference":
         result["energy_per_atom_eV"] = result["energy_eV"] / len(work)
-    if task["kind"] == "site":
+    if result["kind"] == "site":
         i = work.info["adsorbate_index"]
         result["final_position"] = work.positions[i].tolist()
-        _, d = get_distances(task["position"], work.positions[i], cell=work.cell, pbc=work.pbc)
+        _, d = get_distances(result["position"], work.positions[i], cell=work.cell,
+                             pbc=work.pbc)
         result["displacement_A"] = float(d[0, 0])
-    result["seconds"] = time.perf_counter() - start
-    if root:
-        work.calc = None
-        write_traj(folder / f"{name}.traj", work)
-        write_atomic(folder / f"{name}.json", (json.dumps(result, indent=1) + "\n").encode())
-    return result
 
 
 def read_task(folder, name, task):
@@ -306,6 +352,7 @@ def run_tasks(tasks, atoms, species, cfg, settings, out, comm, fmax, steps, grou
         folder.mkdir(parents=True, exist_ok=True)
     world.Barrier()
     sub, mine = split_tasks(world, len(tasks), groups)
+    failed = []
     for index in mine:
         name, task = tasks[index]
         done = read_task(folder, name, task) if sub.Get_rank() == 0 else None
@@ -314,13 +361,29 @@ def run_tasks(tasks, atoms, species, cfg, settings, out, comm, fmax, steps, grou
             if sub.Get_rank() == 0:
                 say(f"{name}: kept from an earlier run (E = {done['energy_eV']:.6f} eV)")
             continue
-        result = run_task(name, task, atoms, species, cfg, settings, folder, sub, fmax, steps)
+        try:
+            result = run_task(name, task, atoms, species, cfg, settings, folder, sub, fmax,
+                              steps)
+        except SCFFailure as exc:  # the other tasks go on; the command stops after them
+            failed.append(str(exc))
+            if sub.Get_rank() == 0:
+                say(f"{exc}; going on with the other tasks")
+            continue
+        if result.get("scf_fallback") and sub.Get_rank() == 0:
+            say(f"{name}: the SCF did not converge ({result['scf_fallback']}); done with the "
+                "fallback mixer")
         if sub.Get_rank() == 0:
             say(f"{name}: E = {result['energy_eV']:.6f} eV"
                 + (f", {result['steps']} {result['optimiser']} steps, max |F| "
                    f"{result['fmax_eV_per_A']:.3f} eV/Å" if "steps" in result else "")
                 + f" ({result['seconds']:.1f} s)")
     world.Barrier()
+    failed = sorted({text for part in world.allgather(failed) for text in part})
+    if failed:
+        raise SCFFailure(f"{len(failed)} task(s) failed: " + "; ".join(failed) + f". Finished "
+                         f"tasks are kept in {folder}: run the same command again to retry the "
+                         "rest, with --set calculator.gpaw.mixer=... to change the mixer (other "
+                         "settings start the computation afresh)")
     results = {}
     if world.Get_rank() == 0:
         results = {name: read_task(folder, name, task) for name, task in tasks}

@@ -154,3 +154,68 @@ def test_mpirun_spreads_sites_over_groups_and_equals_serial(serial, tmp_path):
         assert a["region"] == b["region"]
         assert float(a["E_ads_eV"]) == pytest.approx(float(b["E_ads_eV"]), abs=1e-10)
     assert len(list((tmp_path / "mpi" / "tasks").glob("*.json"))) == len(ser) + 2
+
+
+def test_the_fallback_keeps_the_energies_or_is_not_used():
+    from meltquench.adsorption import same_energy_fallback
+    from meltquench.calculators import CalculatorSettings
+    first = same_energy_fallback(CalculatorSettings(name="gpaw"))
+    assert first is not None and first.gpaw.mixer["beta"] < 0.2  # a more careful mixer
+    assert first.gpaw.occupations == CalculatorSettings(name="gpaw").gpaw.occupations
+    at_floor = CalculatorSettings.from_dict({"name": "gpaw", "gpaw": {
+        "extrapolation": 0, "mixer": {"backend": "pulay", "beta": 0.02, "nmaxold": 20}}})
+    assert same_energy_fallback(at_floor) is None  # its fallback would widen the smearing
+    assert same_energy_fallback(CalculatorSettings(name="pair")) is None
+
+
+def test_an_scf_failure_is_retried_and_a_lasting_one_stops_after_the_other_sites(
+        serial, tmp_path, monkeypatch):
+    """site-0's first calculator stalls (retried with the fallback: the same result as a run
+    without failures); site-1's always do (the others finish, then SCFFailure names it; the
+    command run again computes only site-1)."""
+    from ase.calculators.calculator import Calculator
+    from gpaw import KohnShamConvergenceError
+    from meltquench import adsorption, calculators
+    from meltquench.errors import SCFFailure
+    from meltquench.kernels.parallel import get_comm
+    from meltquench.target import load_target
+
+    class Stalling(Calculator):
+        implemented_properties = ["energy", "forces"]
+
+        def calculate(self, atoms=None, properties=("energy",), system_changes=()):
+            raise KohnShamConvergenceError("SCF stagnated (a test)")
+
+    out, _ = serial
+    target = load_target(out.parent / "run")
+    settings, _ = target.calculator_settings()
+    sites = json.loads((out / "plan.json").read_text())["sites"]
+    real, stalls, used = calculators.make_calculator, {"site-0": 1, "site-1": 99}, []
+
+    def make(s, *, directory, comm=None):
+        name = directory.name
+        used.append((name, s))
+        if stalls.get(name, 0) > 0:
+            stalls[name] -= 1
+            return Stalling()
+        return real(s, directory=directory, comm=comm)
+
+    monkeypatch.setattr(calculators, "make_calculator", make)
+    monkeypatch.setattr(adsorption, "same_energy_fallback", lambda s: s)  # pair: none of its own
+    said = []
+    with pytest.raises(SCFFailure, match="1 task.*site-1.*nor with the fallback"):
+        adsorption.adsorb(target.atoms, target.cfg, settings, sites, tmp_path, get_comm(),
+                          say=said.append)
+    done = {p.stem for p in (tmp_path / "tasks").glob("*.json")}
+    assert done == {"model", "reference"} | {f"site-{i}" for i in range(len(sites))} - {"site-1"}
+    site0 = json.loads((tmp_path / "tasks" / "site-0.json").read_text())
+    assert "KohnShamConvergenceError: SCF stagnated (a test)" in site0["scf_fallback"]
+    assert any("site-0: the SCF did not converge" in line for line in said)
+    assert [n for n, _ in used].count("site-1") == 2  # tried, then the fallback once
+    del stalls["site-1"]
+    used.clear()
+    rows, _ = adsorption.adsorb(target.atoms, target.cfg, settings, sites, tmp_path,
+                                get_comm(), say=said.append)
+    assert [n for n, _ in used] == ["site-1"]
+    reference = {r["site"]: float(r["E_ads_eV"]) for r in table(out)}
+    assert {r["site"]: r["E_ads_eV"] for r in rows} == pytest.approx(reference, abs=1e-9)
