@@ -219,3 +219,57 @@ def test_an_scf_failure_is_retried_and_a_lasting_one_stops_after_the_other_sites
     assert [n for n, _ in used] == ["site-1"]
     reference = {r["site"]: float(r["E_ads_eV"]) for r in table(out)}
     assert {r["site"]: r["E_ads_eV"] for r in rows} == pytest.approx(reference, abs=1e-9)
+
+
+FAILING_UNDER_MPI = '''
+import json, sys
+from pathlib import Path
+from ase.calculators.calculator import Calculator
+from gpaw import KohnShamConvergenceError
+from meltquench import adsorption, calculators
+from meltquench.errors import SCFFailure
+from meltquench.kernels.parallel import get_comm
+from meltquench.target import load_target
+
+class Stalling(Calculator):
+    implemented_properties = ["energy", "forces"]
+    def calculate(self, atoms=None, properties=("energy",), system_changes=()):
+        raise KohnShamConvergenceError("SCF stagnated (a test)")
+
+run, plan, out = (Path(a) for a in sys.argv[1:4])
+target = load_target(run)
+settings, _ = target.calculator_settings()
+sites = json.loads(plan.read_text())["sites"]
+real, stalls = calculators.make_calculator, {"site-0": 1, "site-1": 99}
+def make(s, *, directory, comm=None):
+    if stalls.get(directory.name, 0) > 0:
+        stalls[directory.name] -= 1
+        return Stalling()
+    return real(s, directory=directory, comm=comm)
+calculators.make_calculator = make
+adsorption.same_energy_fallback = lambda s: s
+comm = get_comm()
+try:
+    adsorption.adsorb(target.atoms, target.cfg, settings, sites, out, comm, say=lambda t: None)
+    said = "finished"
+except SCFFailure as exc:
+    said = f"SCFFailure: {exc}"
+(out.parent / f"rank-{comm.Get_rank()}.txt").write_text(said)  # non-root stdout is muted
+'''
+
+
+def test_under_mpirun_a_failing_site_stops_every_rank_after_the_others(serial, tmp_path):
+    """Two ranks, two groups: site-1 (rank 1's) fails for good, site-0 (rank 0's) once; both
+    ranks raise the same SCFFailure once every other task is done (no rank left waiting)."""
+    out, _ = serial
+    script = tmp_path / "failing.py"
+    script.write_text(FAILING_UNDER_MPI)
+    (tmp_path / "mpi").mkdir()  # the command's open_output makes it
+    run_mpi(["python", str(script), str(out.parent / "run"), str(out / "plan.json"),
+             str(tmp_path / "mpi")], np=2, timeout=300)
+    said = [(tmp_path / f"rank-{r}.txt").read_text() for r in (0, 1)]
+    assert said[0] == said[1] and said[0].startswith("SCFFailure: 1 task(s) failed: site-1")
+    done = {p.stem for p in (tmp_path / "mpi" / "tasks").glob("*.json")}
+    assert "site-1" not in done and {"model", "reference", "site-0"} <= done
+    site0 = json.loads((tmp_path / "mpi" / "tasks" / "site-0.json").read_text())
+    assert "SCF stagnated (a test)" in site0["scf_fallback"]
