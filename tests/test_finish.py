@@ -203,3 +203,21 @@ def test_a_finish_converges_on_its_fallback_retry(tmp_path, monkeypatch, capsys)
     assert result.finish_failed is None and "Force spot checks" in out
     final = read(tmp_path / "run" / "final.traj")
     assert final.get_potential_energy() == pytest.approx(energy(final, **FINISH_PAIR), abs=1e-8)
+
+
+def test_ml_presets_finish_spin_polarised_and_the_plan_costs_two_spin_channels():
+    """The ML presets' GPAW finish is spin-polarised (MPtrj, the models' training data, is),
+    with the ferromagnetic start; the plan charges a spin-polarised DFT step SPIN_FACTOR
+    times an unpolarised one and leaves other engines alone."""
+    from dataclasses import replace
+    from meltquench.plan import SPIN_FACTOR, step_cost_s
+    for name in ("ml-demo", "paper-perfect-ml", "paper-defective-ml"):
+        cfg = load_config(preset=name)
+        assert cfg.finish.calculator.spinpol and cfg.finish.calculator.initial_magmoms["V"] == 2
+        assert not cfg.calculator.spinpol  # the model itself has no spin key
+    gpaw = load_config(preset="ml-demo").finish.calculator
+    assert step_cost_s(gpaw, 120) == pytest.approx(
+        SPIN_FACTOR * step_cost_s(replace(gpaw, spinpol=False), 120))
+    chgnet = load_config(preset="ml-demo").calculator
+    assert step_cost_s(replace(chgnet, spinpol=True), 120) == step_cost_s(chgnet, 120)
+    assert "spin-polarised" in dry_run(load_config(preset="ml-demo"))
