@@ -25,7 +25,8 @@ A run holds the folder's lock (:class:`~meltquench.rundir.RunLock`) from start t
 checkpoint's ``phase`` says how far the run got: ``md`` (at ``step``), ``analysis`` (MD, final
 optimisation and exports done) or ``done``; ``--restart`` goes on from there, and leaves a
 finished run untouched. It continues with the run folder's ``config.yaml``, which may differ
-from the run's configuration only in the keys of :data:`RESTART_MAY_CHANGE`.
+from the run's configuration only in the keys of :data:`RESTART_MAY_CHANGE`, and, while no
+step has used the finish calculator, in those of :data:`RESTART_BEFORE_FINISH_MAY_CHANGE`.
 
 Every MPI rank runs the same loop with the same random numbers; only rank 0 writes.
 """
@@ -78,6 +79,19 @@ RESTART_MAY_CHANGE = (
     "dynamics.taut_fs", "dynamics.friction_per_fs", "dynamics.max_temperature_factor",
     "dynamics.final_relax", "dynamics.relax_fmax", "dynamics.relax_steps",
     "dynamics.relax_region", "dynamics.relax_radius")
+#: Keys that may also change on ``--restart`` while no step has used the finish calculator
+#: (the checkpoint is in the MD, at or before the last step of the run's own calculator,
+#: under the old configuration and the new): the finish has not computed anything yet.
+RESTART_BEFORE_FINISH_MAY_CHANGE = ("finish.calculator", "finish.anneal_ps", "finish.relax_steps")
+
+
+def last_main_step(cfg, nsteps):
+    """The last MD step of the run's own calculator in a programme of ``nsteps`` steps: later
+    steps (the anneal) are the finish calculator's, as is the final optimisation."""
+    if cfg.finish.calculator is not None and cfg.finish.anneal_ps > 0:
+        return int(round(cfg.build_schedule().stage_start_fs("anneal")
+                         / cfg.dynamics.timestep_fs))
+    return nsteps
 
 
 def _flatten(tree, prefix=""):
@@ -91,15 +105,21 @@ def _flatten(tree, prefix=""):
     return flat
 
 
-def restart_changes(old, new):
+def restart_changes(old, new, before_finish=False):
     """The keys whose values differ between configuration dicts ``old`` and ``new``, as
     ``(allowed, refused)`` lists of ``(key, old value, new value)``. A key ``old`` does not
-    have (one a later meltquench added) is not a change: the run did not know it."""
+    have (one a later meltquench added) is not a change: the run did not know it.
+    ``before_finish``: no step has used the finish calculator yet, so the keys of
+    :data:`RESTART_BEFORE_FINISH_MAY_CHANGE` may change too."""
     a, b = _flatten(old), _flatten(new)
+    may_change = RESTART_MAY_CHANGE + (RESTART_BEFORE_FINISH_MAY_CHANGE if before_finish else ())
     allowed, refused = [], []
-    for key in sorted(a):
+    keys = set(a)
+    if "finish.calculator" in a and a["finish.calculator"] is None:  # null -> a calculator
+        keys |= {key for key in b if key.startswith("finish.calculator.")}
+    for key in sorted(keys):
         if a.get(key) != b.get(key):
-            ok = any(key == p or key.startswith(p + ".") for p in RESTART_MAY_CHANGE)
+            ok = any(key == p or key.startswith(p + ".") for p in may_change)
             (allowed if ok else refused).append((key, a.get(key), b.get(key)))
     return allowed, refused
 
@@ -131,9 +151,7 @@ class MeltQuench:
         self.nsteps = self.schedule.nsteps(self.dt_fs)
         #: the last step of the run's own calculator: later steps (the anneal) are the
         #: finish calculator's, as is the final optimisation
-        self.last_main_step = self.nsteps
-        if cfg.finish.calculator is not None and cfg.finish.anneal_ps > 0:
-            self.last_main_step = int(round(self.schedule.stage_start_fs("anneal") / self.dt_fs))
+        self.last_main_step = last_main_step(cfg, self.nsteps)
         self.stop_after_s = stop_after_s
         self.stream = stream or sys.stdout
         self._calculator = calculator  # a ready ASE calculator (Python users, tests)
@@ -649,6 +667,17 @@ def _json_plain(data):
     return json.loads(json.dumps(data))
 
 
+def _finish_unused(state, old_config, cfg):
+    """True if the checkpoint ``state`` (made with ``old_config``, a dict) lies before any
+    step of the finish calculator, under the old configuration and under ``cfg``, the new."""
+    if state["phase"] != "md":
+        return False  # the final optimisation is done: the finish has computed
+    old = config_from_dict(old_config, source="the checkpoint's configuration")
+    step = int(state["step"])
+    return all(step <= last_main_step(c, c.build_schedule().nsteps(c.dynamics.timestep_fs))
+               for c in (old, cfg))
+
+
 def restart(run_dir, comm=None, stop_after_s=None, stream=None, calculator=None):
     """Continue the run in ``run_dir`` from its last checkpoint, with its own config.yaml.
 
@@ -666,7 +695,9 @@ def restart(run_dir, comm=None, stop_after_s=None, stream=None, calculator=None)
                   "changed)", file=stream or sys.stdout, flush=True)
         return RunResult(run_dir, atoms_from_checkpoint(state), int(state["step"]))
     cfg = config_from_dict(read_yaml(run_dir / "config.yaml"), source=str(run_dir / "config.yaml"))
-    allowed, refused = restart_changes(_json_plain(state["config"]), _json_plain(cfg.to_dict()))
+    old = _json_plain(state["config"])
+    allowed, refused = restart_changes(old, _json_plain(cfg.to_dict()),
+                                       before_finish=_finish_unused(state, old, cfg))
     if refused:
         changes = "; ".join(f"{key} {old!r} -> {new!r}" for key, old, new in refused)
         raise UserError(f"--restart cannot continue the run with a changed {changes} (in "

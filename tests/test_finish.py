@@ -128,16 +128,65 @@ def test_finish_settings_are_checked_and_the_plan_shows_each_part():
     assert "final single point with GPAW LCAO dzp" in ml
 
 
-def test_restart_refuses_a_changed_finish_calculator(tmp_path):
-    cfg = config("finish.anneal_ps=0.008", "dynamics.final_relax=null")
+def run_to_step(cfg, run_dir, step):
+    """Start ``cfg`` in ``run_dir`` and stop it (checkpointed) after MD step ``step``."""
     with pytest.raises(Interrupted):
-        driver.run(cfg, run_dir=tmp_path / "run", stop_after_s=1e-9)
-    path = tmp_path / "run" / "config.yaml"
-    path.write_text(path.read_text().replace("cutoff: 5.0", "cutoff: 5.5"))
+        driver.run(cfg, run_dir=run_dir, stop_after_s=1e-9)  # stops after step 1
+    while int(md_log(run_dir)["step"][-1]) < step:
+        with pytest.raises(Interrupted):
+            driver.restart(run_dir, stop_after_s=1e-9)
+    assert int(md_log(run_dir)["step"][-1]) == step
+
+
+def change_config(run_dir, old, new):
+    path = run_dir / "config.yaml"
+    assert old in path.read_text()
+    path.write_text(path.read_text().replace(old, new))
+
+
+def test_the_finish_calculator_may_change_on_restart_until_it_has_computed(tmp_path, capsys):
+    cfg = config("finish.anneal_ps=0.008", "dynamics.final_relax=null")
+    run_to_step(cfg, tmp_path / "run", MAIN_STEPS)  # the last step of the run's calculator
+    change_config(tmp_path / "run", "cutoff: 5.0", "cutoff: 5.5")
+    capsys.readouterr()
+    part = driver.restart(tmp_path / "run").atoms
+    assert "continuing with changed settings: finish.calculator.pair.cutoff 5.0 -> 5.5" in (
+        capsys.readouterr().out)
+    changed = config("finish.anneal_ps=0.008", "dynamics.final_relax=null",
+                     "finish.calculator.pair.cutoff=5.5")
+    full = driver.run(changed, run_dir=tmp_path / "full").atoms  # as if it had been so
+    assert np.array_equal(full.positions, part.positions)
+    a, b = md_log(tmp_path / "full"), md_log(tmp_path / "run")
+    for column in ("E_pot_eV", "E_conserved_eV", "stage"):
+        assert a[column] == b[column], column
+    # the checkpoint now holds the new finish: a second change is judged against it
+    assert "cutoff: 5.5" in (tmp_path / "run" / "config.yaml").read_text()
+
+
+def test_restart_refuses_a_changed_finish_calculator_once_it_has_computed(tmp_path):
+    cfg = config("finish.anneal_ps=0.008", "dynamics.final_relax=null")
+    run_to_step(cfg, tmp_path / "run", MAIN_STEPS + 1)  # the finish's first anneal step
+    change_config(tmp_path / "run", "cutoff: 5.0", "cutoff: 5.5")
     with pytest.raises(UserError, match="finish.calculator.pair.cutoff 5.0 -> 5.5"):
         driver.restart(tmp_path / "run")
+    change_config(tmp_path / "run", "cutoff: 5.5", "cutoff: 5.0")
+    assert driver.restart(tmp_path / "run").nsteps == MAIN_STEPS + 4
+    allowed, refused = driver.restart_changes(
+        {"finish": {"calculator": None}}, {"finish": {"calculator": {"name": "pair"}}})
+    assert refused == [("finish.calculator.name", None, "pair")] and not allowed
 
 
+def test_adding_a_finish_on_restart_keeps_the_steps_done(tmp_path):
+    cfg = config("finish.calculator=null", "dynamics.final_relax=null")
+    run_to_step(cfg, tmp_path / "run", 3)
+    change_config(tmp_path / "run", "calculator: null, anneal_ps: 0.0",
+                  "calculator: {name: pair, dispersion: null, pair: {cutoff: 5.0, "
+                  "cutoff_on: 4.0}}, anneal_ps: 0.008")
+    # an anneal from step 9 on: steps 1-3 were the run's calculator's either way
+    part = driver.restart(tmp_path / "run").atoms
+    full = driver.run(config("finish.anneal_ps=0.008", "dynamics.final_relax=null"),
+                      run_dir=tmp_path / "full").atoms
+    assert np.array_equal(full.positions, part.positions)
 class NotConverging(PairPotential):
     """The finish's pair potential whose first ``failures`` calls raise GPAW's SCF error."""
 
