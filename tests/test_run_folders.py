@@ -163,7 +163,8 @@ def test_bad_input_with_overwrite_deletes_nothing(tmp_path):
 # ------------------------------------------------------------------- 3. one writer per folder
 def test_a_second_writer_is_refused_with_the_holder(tmp_path):
     run = tmp_path / "run"
-    long = ["--set", "schedule.melt_ps=4", "--set", "output.checkpoint_interval=5"]
+    # 500,000 steps: still running when the second writer has imported (seconds under load)
+    long = ["--set", "schedule.melt_ps=1000", "--set", "output.checkpoint_interval=5"]
     proc = subprocess.Popen(CLI + ["run", *FAST, *long, "-o", str(run)], env=mpi_env(),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
