@@ -540,9 +540,13 @@ class MeltQuench:
             opt.attach(self.stop_in_relax, 1, opt)
             converged = opt.run(fmax=d.relax_fmax, steps=steps)
             fmax = np.abs(atoms.get_forces()).max() if len(atoms) else 0.0
-        self.say(f"{label} ({d.final_relax}): {opt.nsteps} steps, max |F| component "
-                 f"{fmax:.3f} eV/Å ({'converged' if converged else 'NOT converged'} to "
-                 f"{d.relax_fmax} eV/Å)")
+        if steps == 0:  # asked for forces only: there was no criterion to meet
+            self.say(f"{label}: a single point (0 optimisation steps asked for), max |F| "
+                     f"component {fmax:.3f} eV/Å")
+        else:
+            self.say(f"{label} ({d.final_relax}): {opt.nsteps} steps, max |F| component "
+                     f"{fmax:.3f} eV/Å ({'converged' if converged else 'NOT converged'} to "
+                     f"{d.relax_fmax} eV/Å)")
 
     def spot_checks(self, atoms):
         """Forces of the run's calculator against the finish calculator's on the mobile atoms
