@@ -10,7 +10,7 @@ PYTHON=${PYTHON:-python3}
 EXTRAS=${1:-dev}
 export PIP_ROOT_USER_ACTION=ignore PIP_DISABLE_PIP_VERSION_CHECK=1
 
-APT_PACKAGES="libxc-dev libopenblas-dev libfftw3-dev libopenmpi-dev openmpi-bin"
+APT_PACKAGES="libxc-dev libopenblas-dev libfftw3-dev libopenmpi-dev openmpi-bin libscalapack-openmpi-dev"
 if [ "${MELTQUENCH_SKIP_APT:-0}" != 1 ] && command -v apt-get >/dev/null; then
   missing=""
   for pkg in $APT_PACKAGES; do
@@ -24,6 +24,13 @@ if [ "${MELTQUENCH_SKIP_APT:-0}" != 1 ] && command -v apt-get >/dev/null; then
   else
     echo "setup: system packages present ($APT_PACKAGES)"
   fi
+fi
+
+# GPAW compiles from source; where Debian's ScaLAPACK is installed it is built with it
+# (scripts/gpaw-siteconfig.py), which lets the LCAO eigensolver divide over ranks. A user's own
+# GPAW_CONFIG wins.
+if [ -z "${GPAW_CONFIG:-}" ] && ls /usr/lib/*/libscalapack-openmpi.so >/dev/null 2>&1; then
+  export GPAW_CONFIG="$PWD/scripts/gpaw-siteconfig.py"
 fi
 
 # The ml extra needs torch. PyPI's default Linux build carries CUDA (several GB); the CPU build
@@ -53,4 +60,11 @@ else
   echo "       about a minute"
   $PYTHON -m pip install -q -e ".[$EXTRAS]"
 fi
-$PYTHON -c "import gpaw, numba, mpi4py, ase; print(f'setup: ok (ase {ase.__version__}, gpaw {gpaw.__version__}, numba {numba.__version__}, mpi4py {mpi4py.__version__})')"
+# A GPAW built earlier without ScaLAPACK (or taken from pip's wheel cache) is rebuilt with it.
+if [ -n "${GPAW_CONFIG:-}" ] && [ "$GPAW_CONFIG" = "$PWD/scripts/gpaw-siteconfig.py" ] \
+   && ! $PYTHON -c "from gpaw.utilities import compiled_with_sl as s; raise SystemExit(not s())" 2>/dev/null; then
+  version=$($PYTHON -c "import gpaw; print(gpaw.__version__)")
+  echo "setup: rebuilding gpaw $version with ScaLAPACK ($GPAW_CONFIG)"
+  $PYTHON -m pip install -q --no-deps --no-cache-dir --force-reinstall --no-binary gpaw "gpaw==$version"
+fi
+$PYTHON -c "import gpaw, numba, mpi4py, ase; from gpaw.utilities import compiled_with_sl; print(f'setup: ok (ase {ase.__version__}, gpaw {gpaw.__version__}{\" with ScaLAPACK\" if compiled_with_sl() else \"\"}, numba {numba.__version__}, mpi4py {mpi4py.__version__})')"
