@@ -5,6 +5,9 @@
     mpirun -np 2 python tests/mpi_gpaw_steps.py OUT.json --split
         # two one-rank replicas, each with its own GPAW on its own communicator, written to
         # OUT.json.<rank>; replica 1 runs without the density-matrix extrapolation.
+    mpirun -np 2 python tests/mpi_gpaw_steps.py OUT.json --band
+        # GPAW's bands split over both ranks (parallel: {band: 2}): its LCAO eigensolver runs in
+        # ScaLAPACK (needs a GPAW built with it)
 
 mpi4py is imported before GPAW on purpose (that is what the driver does).
 """
@@ -19,7 +22,7 @@ import numpy as np
 from ase import units
 from ase.md.verlet import VelocityVerlet
 
-from meltquench.calculators import make_calculator, scf_iterations
+from meltquench.calculators import make_calculator, parallel_layout, scf_iterations
 from meltquench.structures import split_regions, v2o3_rhombohedral
 
 SETTINGS = {
@@ -37,7 +40,7 @@ SETTINGS = {
 NSTEPS = 2
 
 
-def run(comm, directory, extrapolation=1):
+def run(comm, directory, extrapolation=1, parallel=None):
     atoms = v2o3_rhombohedral()
     split_regions(atoms)
     mobile = atoms.get_tags() == 2
@@ -46,7 +49,8 @@ def run(comm, directory, extrapolation=1):
     velocities = np.zeros((len(atoms), 3))
     velocities[mobile] = np.resize(pattern, (mobile.sum(), 3)) * 0.02  # Å/fs-ish
     atoms.set_velocities(velocities * units.Ang / units.fs)
-    settings = {**SETTINGS, "gpaw": {**SETTINGS["gpaw"], "extrapolation": extrapolation}}
+    settings = {**SETTINGS, "gpaw": {**SETTINGS["gpaw"], "extrapolation": extrapolation,
+                                     "parallel": parallel}}
     atoms.calc = make_calculator(settings, directory=directory, comm=comm)
     out = {"energies": [], "forces": [], "iterations": [], "ranks": comm.Get_size(),
            "gpaw_comm_size": None}
@@ -61,6 +65,7 @@ def run(comm, directory, extrapolation=1):
     md.run(NSTEPS)
     calc = atoms.calc
     out["gpaw_comm_size"] = int(calc.comm.size)
+    out["layout"] = parallel_layout(calc)
     extrapolation = getattr(calc, "meltquench_extrapolation", None)
     out["extrapolated"] = extrapolation.extrapolated if extrapolation else 0
     out["positions"] = atoms.positions.tolist()
@@ -76,7 +81,8 @@ def main():
         directory = Path(tmp) / f"run{world.Get_rank() if split else ''}"
         # Every rank needs the same folder name for GPAW's text output (only rank 0 writes).
         directory = Path(comm.bcast(str(directory), root=0))
-        out = run(comm, directory, extrapolation=0 if split and world.Get_rank() == 1 else 1)
+        out = run(comm, directory, extrapolation=0 if split and world.Get_rank() == 1 else 1,
+                  parallel={"band": 2} if "--band" in sys.argv else None)
     if split:
         path = f"{path}.{world.Get_rank()}"
     if comm.Get_rank() == 0:

@@ -71,6 +71,27 @@ def test_gpaw_mpirun_two_ranks_equals_serial(serial, tmp_path):
     check_same(result, serial)
 
 
+def gpaw_has_scalapack():
+    from gpaw.utilities import compiled_with_sl
+    return compiled_with_sl()
+
+
+@pytest.mark.skipif(MPIRUN is None, reason="mpirun not installed")
+@pytest.mark.skipif(not gpaw_has_scalapack(), reason="GPAW built without ScaLAPACK "
+                    "(scripts/setup.sh builds it with Debian's libscalapack-openmpi-dev)")
+def test_gpaw_band_parallel_scalapack_equals_serial(serial, tmp_path):
+    # parallel: {band: 2}: the orbitals' rows, the potential matrix and the LCAO eigenproblem
+    # are split over the two ranks (ScaLAPACK), the grid is not. The density-matrix
+    # extrapolation sums the density matrix over the band ranks and hands each its rows.
+    out = tmp_path / "band.json"
+    run_mpi(["python", SCRIPT, str(out), "--band"], np=2)
+    result = json.loads(out.read_text())
+    assert result["ranks"] == 2 and result["gpaw_comm_size"] == 2
+    assert result["layout"] == "kpt 1, domain 1, band 2"
+    assert result["extrapolated"] == 1
+    check_same(result, serial)
+
+
 @pytest.mark.skipif(MPIRUN is None, reason="mpirun not installed")
 def test_gpaw_two_one_rank_replicas_each_equal_serial(serial, tmp_path):
     # Replica 1 runs without the density-matrix extrapolation: it changes where each SCF

@@ -23,7 +23,9 @@ class DensityMatrixExtrapolation:
     starts, never what it converges to. Skipped (GPAW's own restart) when the atoms jump by
     more than ``max_step`` Å between calls, and switched off for good, with a line in
     GPAW's text output, where GPAW's internals differ from what it expects (PW/FD mode,
-    k-points, band parallelisation).
+    k-points). With the bands split over ranks (``parallel: {band: N}``) each rank holds a
+    block of the orbitals' rows: the density matrix is summed over the band ranks, and each
+    rank takes its rows of the extrapolated orbitals.
     """
 
     COEFFICIENTS = {1: (2.0, -1.0), 2: (3.0, -3.0, 1.0)}
@@ -57,17 +59,29 @@ class DensityMatrixExtrapolation:
         for wfs in wfs_list:
             if wfs.C_nM.dtype != float:
                 raise TypeError("complex orbitals (k-points)")
-            if wfs.C_nM.dist.comm.size != 1:
-                raise TypeError("orbitals distributed over bands")
+            if wfs.C_nM.dist.comm.size > 1:
+                wfs.C_nM.dist.my_row_range()  # ValueError unless blocks of whole rows
         return wfs_list
+
+    @staticmethod
+    def _density_matrix(wfs):
+        """The full LCAO density matrix of ``wfs`` on every rank (bands split or not)."""
+        band_comm = wfs.C_nM.dist.comm
+        if band_comm.size == 1:
+            return np.array(wfs.calculate_density_matrix(), copy=True)
+        n1, n2 = wfs.C_nM.dist.my_row_range()
+        f_n = wfs.weight * wfs.spin_degeneracy * np.asarray(wfs.occ_n)[n1:n2]
+        C_nM = wfs.C_nM.data
+        rho_MM = np.ascontiguousarray((C_nM.T * f_n) @ C_nM)
+        band_comm.sum(rho_MM)
+        return rho_MM
 
     def store(self):
         """GPAW's 'converged' hook: keep this step's density matrices."""
         if not self.enabled:
             return
         try:
-            rhos = [np.array(w.calculate_density_matrix(), copy=True)
-                    for w in self._wave_functions()]
+            rhos = [self._density_matrix(w) for w in self._wave_functions()]
         except Exception as exc:
             self._disable(f"{exc.__class__.__name__}: {exc}")
             return
@@ -91,18 +105,21 @@ class DensityMatrixExtrapolation:
         coefficients = self.COEFFICIENTS[self.order]
         for u, wfs in enumerate(self._wave_functions()):
             rho = sum(c * rhos[u] for c, (_, rhos) in zip(coefficients, reversed(self.history)))
-            nbands = wfs.C_nM.data.shape[0]
-            if wfs.domain_comm.rank == 0:
+            nbands = wfs.nbands
+            comm = getattr(wfs, "domain_band_comm", wfs.domain_comm)  # holders of these orbitals
+            if comm.rank == 0:
                 eig, vec = np.linalg.eigh(0.5 * (rho + rho.T))
                 keep = np.sort(np.argsort(-np.abs(eig))[:nbands])
                 f_n = np.ascontiguousarray(eig[keep])
                 C_nM = np.ascontiguousarray(vec[:, keep].T)
             else:
                 f_n = np.empty(nbands)
-                C_nM = np.empty_like(wfs.C_nM.data)
-            wfs.domain_comm.broadcast(f_n, 0)
-            wfs.domain_comm.broadcast(C_nM, 0)
-            wfs.C_nM.data[:] = C_nM
+                C_nM = np.empty((nbands, rho.shape[0]))
+            comm.broadcast(f_n, 0)
+            comm.broadcast(C_nM, 0)
+            n1, n2 = ((0, nbands) if wfs.C_nM.dist.comm.size == 1
+                      else wfs.C_nM.dist.my_row_range())
+            wfs.C_nM.data[:] = C_nM[n1:n2]
             wfs._occ_n = f_n / (wfs.weight * wfs.spin_degeneracy)
             wfs._P_ani = None
         self.extrapolated += 1
