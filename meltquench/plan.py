@@ -3,8 +3,10 @@
 :func:`plan_lines` is what every run prints at its start and :func:`dry_run` what
 ``meltquench run --dry-run`` prints. The cost of a step is a power law in the number of atoms N,
 ``s(N) = s_ref (N / N_ref)^k``, fitted (least squares in log-log) to the step times of
-:data:`MEASURED`, on the 2-core development machine, with ideal division over the MPI ranks;
-with one measured size, :data:`DEFAULT_EXPONENT` is used. Each part of the run (the programme,
+:data:`MEASURED`, on the 2-core development machine; with one measured size,
+:data:`DEFAULT_EXPONENT` is used. On several MPI ranks a GPAW step is divided by Amdahl's
+speed-up with the serial share measured at 240 atoms on 2 ranks for the run's layout
+(:data:`GPAW_SERIAL_SHARE`, :func:`mpi_speedup`); the other calculators do not divide. Each part of the run (the programme,
 the finish's anneal, the final optimisation) is costed with its own calculator; a GPAW single
 point from scratch counts :data:`~meltquench.calibrate.COLD_ITERATIONS` SCF iterations instead
 of an MD step's 12.5. ``--calibrate`` replaces the power law of a GPAW calculator by its timing
@@ -49,6 +51,34 @@ DEFAULT_EXPONENT = 2.0
 #: LCAO PBE+U V2O3 on this machine, 2.0-2.4x per SCF iteration (30 atoms dzp: 7 s against
 #: about 17 s; 120 atoms sz(dzp): about 23 s against 25 s with more jobs sharing the cores).
 SPIN_FACTOR = 2.0
+#: Amdahl's serial share s of a GPAW LCAO MD step over MPI ranks, per parallel layout: a step
+#: on P ranks takes (s + (1 - s) / P) of its one-rank time. From ``paper-perfect``'s 240-atom
+#: step (dzp, 12.5 SCF iterations) on 1 rank, 2,405 s (:data:`MEASURED`), and on 2 ranks,
+#: ``mpirun -np 2 python benchmarks/bench_gpaw_cost.py --sizes 240 [--set ...]``, s = 2/S - 1
+#: for the speed-up S. "domain" (GPAW's automatic layout at the Γ point: the real-space grid
+#: split, the LCAO eigensolver on one rank while the others wait): 1,952 s and 1,690 s in two
+#: runs, S = 1.23 and 1.42, s of their mean 1.33. "band" (``parallel: {band: N}``: the
+#: orbitals, the potential matrix and the eigenproblem split, the latter in ScaLAPACK):
+#: 1,314 s, S = 1.83. The one-rank step had the other core busy, which flatters both. Two
+#: ranks are all these rest on; 128 ranks are an extrapolation (benchmarks/README.md).
+GPAW_SERIAL_SHARE = {"domain": 2.0 / 1.33 - 1.0, "band": 2.0 / 1.83 - 1.0}
+
+
+def gpaw_layout(settings):
+    """'band' where calculator ``settings`` split GPAW's bands over ranks, else 'domain'."""
+    parallel = calculators.CalculatorSettings.from_dict(settings).gpaw.parallel or {}
+    return "band" if int(parallel.get("band", 1) or 1) > 1 else "domain"
+
+
+def mpi_speedup(settings, ranks):
+    """How many times faster a step of calculator ``settings`` runs on ``ranks`` MPI ranks than
+    on one: Amdahl's law with :data:`GPAW_SERIAL_SHARE` for GPAW; 1 for the rest (the ML models
+    run on rank 0 of their communicator, tblite and the pair potential on every rank alike)."""
+    settings = calculators.CalculatorSettings.from_dict(settings)
+    if ranks <= 1 or settings.name != "gpaw":
+        return 1.0
+    share = GPAW_SERIAL_SHARE[gpaw_layout(settings)]
+    return 1.0 / (share + (1.0 - share) / ranks)
 
 
 def cost_law(settings):
@@ -78,7 +108,7 @@ def step_cost_s(settings, n_atoms, ranks=1):
         return None
     n_ref, s_ref, k = law
     spin = SPIN_FACTOR if settings.spinpol and settings.name in ("gpaw", "vasp") else 1.0
-    return spin * s_ref * (n_atoms / n_ref) ** k / max(ranks, 1)
+    return spin * s_ref * (n_atoms / n_ref) ** k / mpi_speedup(settings, ranks)
 
 
 def format_duration(seconds):
@@ -134,6 +164,7 @@ def cost_lines(cfg, atoms, ranks=1, timings=None):
              f"({schedule.total_fs / 1000.0:g} ps at {cfg.dynamics.timestep_fs} fs)"
              + (f" + up to {relax} optimisation steps" if relax else "")]
     total, unknown = 0.0, []
+    total_128 = 0.0  # the same parts on 128 ranks
     if timings:
         lines.append(f"estimated cost on these {ranks} rank(s), calibrated here "
                      "(meltquench.calibrate):")
@@ -141,7 +172,7 @@ def cost_lines(cfg, atoms, ranks=1, timings=None):
             lines.append(f"  {which}: {t.text()}")
     else:
         lines.append(f"estimated cost on {ranks} core(s) of a 2-core laptop-class machine "
-                     "(power laws fitted to measured step times, ideal MPI scaling; see "
+                     "(power laws fitted to measured step times, GPAW's MPI speed-up measured on 2 ranks; see "
                      "meltquench.plan; --calibrate measures it here):")
     paid_setup = set()
     for label, settings, steps in run_parts(cfg):
@@ -164,11 +195,14 @@ def cost_lines(cfg, atoms, ranks=1, timings=None):
             lines.append(f"  {what}: not estimated (no step time of this calculator/mode was "
                          "measured on the development machine; VASP cannot run there)")
             continue
+        scale_128 = mpi_speedup(settings, ranks) / mpi_speedup(settings, 128)
         if steps is None:
             total += per_step
+            total_128 += per_step * scale_128
             lines.append(f"  {what}: ~{format_duration(per_step)}")
             continue
         total += per_step * steps
+        total_128 += per_step * steps * scale_128
         lines.append(f"  {what}: ~{format_duration(per_step)} per step, "
                      f"~{format_duration(per_step * steps)}")
     if unknown:
@@ -176,7 +210,11 @@ def cost_lines(cfg, atoms, ranks=1, timings=None):
     else:
         lines.append(f"  in all: ~{format_duration(total)}")
         if ranks == 1 and total > 86400:
-            lines.append(f"  on 128 ranks (ideal scaling): ~{format_duration(total / 128)}")
+            layouts = sorted({gpaw_layout(s) for _, s, _ in run_parts(cfg)
+                              if calculators.CalculatorSettings.from_dict(s).name == "gpaw"})
+            shares = ", ".join(f"{k} layout {GPAW_SERIAL_SHARE[k]:.2f}" for k in layouts)
+            lines.append(f"  on 128 ranks: ~{format_duration(total_128)} (Amdahl's law with the "
+                         f"serial share measured on 2 ranks: {shares}; an extrapolation)")
     return lines
 
 

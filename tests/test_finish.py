@@ -271,3 +271,26 @@ def test_ml_presets_finish_spin_polarised_and_the_plan_costs_two_spin_channels()
     chgnet = load_config(preset="ml-demo").calculator
     assert step_cost_s(replace(chgnet, spinpol=True), 120) == step_cost_s(chgnet, 120)
     assert "spin-polarised" in dry_run(load_config(preset="ml-demo"))
+
+
+def test_plan_divides_only_gpaw_over_ranks_by_the_measured_amdahl_share():
+    """On P ranks a GPAW step costs (s + (1 - s)/P) of its one-rank time, with the serial
+    share s measured on 2 ranks for its layout (domain: automatic; band: {band: N}); the ML
+    models run on rank 0 and do not divide; the dry run's 128-rank line uses the same law."""
+    from meltquench.plan import GPAW_SERIAL_SHARE, mpi_speedup, step_cost_s
+    cfg = load_config(preset="paper-perfect")
+    gpaw = cfg.calculator
+    band = load_config(preset="paper-perfect",
+                       overrides=["calculator.gpaw.parallel={band: 2}"]).calculator
+    assert mpi_speedup(gpaw, 1) == 1.0
+    assert mpi_speedup(gpaw, 2) == pytest.approx(1.33)
+    assert mpi_speedup(band, 2) == pytest.approx(1.83)
+    assert step_cost_s(gpaw, 240, ranks=2) == pytest.approx(step_cost_s(gpaw, 240) / 1.33)
+    # Amdahl: never faster than 1/s, however many ranks.
+    assert 1.9 < mpi_speedup(gpaw, 128) < 1.0 / GPAW_SERIAL_SHARE["domain"]
+    assert 9.0 < mpi_speedup(band, 128) < 1.0 / GPAW_SERIAL_SHARE["band"]
+    chgnet = load_config(preset="ml-demo").calculator
+    assert mpi_speedup(chgnet, 4) == 1.0
+    assert step_cost_s(chgnet, 120, ranks=4) == step_cost_s(chgnet, 120)
+    text = dry_run(cfg)
+    assert "on 128 ranks" in text and "domain layout 0.50" in text
