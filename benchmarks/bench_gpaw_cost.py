@@ -106,7 +106,7 @@ def profiled(enabled, comm, top=25):
         buffer.write(f"{own:9.2f} {100 * own / total:5.1f}% {calls:8d}  {where}\n")
     buffer.write(f"{total:9.2f} 100.0%           in all\n")
     text = buffer.getvalue()
-    texts.extend(comm.gather(text, root=0) or [] if comm.Get_size() > 1 else [text])
+    texts.extend((comm.gather(text, root=0) or []) if comm.Get_size() > 1 else [text])
 
 
 def main(argv=None):

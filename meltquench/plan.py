@@ -6,9 +6,9 @@
 :data:`MEASURED`, on the 2-core development machine; with one measured size,
 :data:`DEFAULT_EXPONENT` is used. On several MPI ranks a GPAW step is divided by Amdahl's
 speed-up with the serial share measured at 240 atoms on 2 ranks for the run's layout
-(:data:`GPAW_SERIAL_SHARE`, :func:`mpi_speedup`); the other calculators do not divide. Each part of the run (the programme,
-the finish's anneal, the final optimisation) is costed with its own calculator; a GPAW single
-point from scratch counts :data:`~meltquench.calibrate.COLD_ITERATIONS` SCF iterations instead
+(:data:`GPAW_SERIAL_SHARE`, :func:`mpi_speedup`); the other calculators do not divide. Each
+part of the run (the programme, the finish's anneal, the final optimisation) is costed with its
+own calculator; a GPAW single point from scratch counts :data:`~meltquench.calibrate.COLD_ITERATIONS` SCF iterations instead
 of an MD step's 12.5. ``--calibrate`` replaces the power law of a GPAW calculator by its timing
 on the run's own model and ranks (:mod:`meltquench.calibrate`). Treat either as an order of
 magnitude: what it cannot know is how many SCF iterations each step will need.
@@ -172,8 +172,8 @@ def cost_lines(cfg, atoms, ranks=1, timings=None):
             lines.append(f"  {which}: {t.text()}")
     else:
         lines.append(f"estimated cost on {ranks} core(s) of a 2-core laptop-class machine "
-                     "(power laws fitted to measured step times, GPAW's MPI speed-up measured on 2 ranks; see "
-                     "meltquench.plan; --calibrate measures it here):")
+                     "(power laws fitted to measured step times, GPAW's MPI speed-up "
+                     "measured on 2 ranks; see meltquench.plan; --calibrate measures it here):")
     paid_setup = set()
     for label, settings, steps in run_parts(cfg):
         which = "calculator" if settings is cfg.calculator else "finish"
@@ -210,8 +210,7 @@ def cost_lines(cfg, atoms, ranks=1, timings=None):
     else:
         lines.append(f"  in all: ~{format_duration(total)}")
         if ranks == 1 and total > 86400:
-            layouts = sorted({gpaw_layout(s) for _, s, _ in run_parts(cfg)
-                              if calculators.CalculatorSettings.from_dict(s).name == "gpaw"})
+            layouts = sorted({gpaw_layout(s) for _, s, _ in run_parts(cfg) if s.name == "gpaw"})
             shares = ", ".join(f"{k} layout {GPAW_SERIAL_SHARE[k]:.2f}" for k in layouts)
             lines.append(f"  on 128 ranks: ~{format_duration(total_128)} (Amdahl's law with the "
                          f"serial share measured on 2 ranks: {shares}; an extrapolation)")

@@ -61,7 +61,7 @@ else
   $PYTHON -m pip install -q -e ".[$EXTRAS]"
 fi
 # A GPAW built earlier without ScaLAPACK (or taken from pip's wheel cache) is rebuilt with it.
-if [ -n "${GPAW_CONFIG:-}" ] && [ "$GPAW_CONFIG" = "$PWD/scripts/gpaw-siteconfig.py" ] \
+if [ "${GPAW_CONFIG:-}" = "$PWD/scripts/gpaw-siteconfig.py" ] \
    && ! $PYTHON -c "from gpaw.utilities import compiled_with_sl as s; raise SystemExit(not s())" 2>/dev/null; then
   version=$($PYTHON -c "import gpaw; print(gpaw.__version__)")
   echo "setup: rebuilding gpaw $version with ScaLAPACK ($GPAW_CONFIG)"
