@@ -2,8 +2,10 @@
 
 A checkpoint is what a run needs to continue exactly: the atoms (numbers, positions, momenta,
 masses, cell, periodicity, tags, fixed atoms and JSON-able ``info``), the integrator's state
-(:meth:`~meltquench.dynamics.NumbaMD.get_state`: thermostat variables and random-number
-state), the step, the phase and the resolved configuration. Run folders are copied between
+(:meth:`~meltquench.dynamics.NumbaMD.get_state`: thermostat variables, random-number state
+and the forces at the step), the step, the phase, the resolved configuration and, in the MD,
+what the calculator carries between steps (:func:`~meltquench.calculators.scf_memory`: GPAW's
+extrapolation history and mixer pairs). Run folders are copied between
 machines and shared, so a checkpoint must not be able to carry code: it is read with
 ``numpy.load(..., allow_pickle=False)`` and ``json.loads`` only. Arrays keep their dtype and
 every bit; Python floats go through JSON, whose ``repr`` round trip is exact.

@@ -242,12 +242,18 @@ class MeltQuench:
                     and (line.startswith("#") or StepRecord.step_of(line) <= state["step"])]
             rundir.write_atomic(log, "".join(kept).encode())
 
-    def checkpoint(self, atoms, dyn, step, phase="md"):
+    def checkpoint(self, atoms, dyn, step, phase="md", scf_memory=True):
+        """Write the checkpoint of ``step``. In the MD it holds what the calculator carries
+        between steps (:func:`~meltquench.calculators.scf_memory`: GPAW's extrapolation and
+        mixer), unless ``scf_memory`` is False: after a step was undone the calculator
+        remembers that step, which is not the checkpoint's."""
         n_frames = self.frames.n_frames if self.frames is not None else self.n_frames
+        memory = (calculators.scf_memory(atoms.calc, self.comm)
+                  if phase == "md" and scf_memory and atoms.calc is not None else {})
         state = checkpoint_state(atoms, dyn.get_state() if dyn is not None else None, step,
                                  phase, n_frames=n_frames, fallback_used=self.fallback_used,
                                  finish_failed=self.finish_failed or "",
-                                 config=self.cfg.to_dict())
+                                 config=self.cfg.to_dict(), scf_memory=memory)
         rundir.write_checkpoint(self.run_dir, state, self.comm)
 
     # ---- the whole run
@@ -286,8 +292,14 @@ class MeltQuench:
         dyn = dynamics.from_config(self.cfg.dynamics, atoms,
                                    self.schedule.temperature((first - 1) * self.dt_fs))
         if state is not None and state["dynamics"] is not None:
-            dyn.set_state(state["dynamics"])
+            dyn.set_state(state["dynamics"])  # with the forces the uninterrupted run had here
             atoms.get_forces()  # at the checkpoint's step and electronic temperature
+            left_out = calculators.restore_scf_memory(atoms.calc, state.get("scf_memory"),
+                                                      self.comm)
+            if left_out:
+                self.say(f"the checkpoint's {' and '.join(left_out)} do not fit this run (other "
+                         "ranks or settings): it continues to the SCF's precision, not bit for "
+                         "bit")
         self.say(run_plan_text(self.cfg, atoms, self.run_dir, first, self.comm.Get_size()))
         self.frames = TrajectoryWriter(self.path("trajectory.traj"), atoms, self.is_root,
                                        n_frames=self.n_frames)
@@ -391,7 +403,7 @@ class MeltQuench:
     def abort(self, error_type, atoms, dyn, step, problem, advice):
         """Stop the run: back to the last good step, checkpoint it, raise ``error_type``."""
         self.restore(atoms, dyn)
-        self.checkpoint(atoms, dyn, step - 1)
+        self.checkpoint(atoms, dyn, step - 1, scf_memory=False)
         raise error_type(f"{problem}; checkpoint of step {step - 1} written in {self.run_dir}: "
                          f"{advice}")
 

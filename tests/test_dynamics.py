@@ -243,6 +243,40 @@ def test_restart_from_state_equals_uninterrupted_run(scheme):
         make_dynamics(other, fresh, 2.0, 300.0).set_state(state)
 
 
+def test_the_state_carries_the_forces_so_a_restart_makes_no_extra_force_call():
+    """A restart starts its first step from the forces the state holds (those the
+    uninterrupted run used there), not from a new force call: for DFT a new SCF at the same
+    positions would end elsewhere within its tolerance. Old states without forces still load
+    (the forces are then computed)."""
+    class Counting(NumbaEMT):
+        calls = 0
+
+        def calculate(self, *args, **kwargs):
+            Counting.calls += 1
+            super().calculate(*args, **kwargs)
+
+    atoms = copper(fixed=True)
+    dyn = make_dynamics("bussi", atoms, 2.0, 500.0, seed=3)
+    dyn.run(5)
+    state = decode_checkpoint(encode_checkpoint(
+        {"version": CHECKPOINT_VERSION, "dynamics": dyn.get_state()}))["dynamics"]
+    assert np.array_equal(state["forces"], atoms.get_forces(apply_constraint=False))
+    saved = atoms.get_positions(), atoms.get_momenta()
+    dyn.run(5)
+    for with_forces, calls in ((True, 5), (False, 6)):
+        fresh = copper(fixed=True)
+        fresh.calc = Counting()
+        fresh.set_positions(saved[0])
+        fresh.set_momenta(saved[1])
+        restarted = make_dynamics("bussi", fresh, 2.0, 500.0, seed=99)
+        restarted.set_state(state if with_forces else
+                            {k: v for k, v in state.items() if k != "forces"})
+        Counting.calls = 0
+        restarted.run(5)
+        assert Counting.calls == calls
+        assert np.array_equal(fresh.positions, atoms.positions)
+
+
 @pytest.mark.parametrize("scheme", ["bussi", "langevin"])
 def test_same_seed_same_trajectory(scheme):
     runs = []

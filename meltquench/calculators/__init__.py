@@ -55,8 +55,8 @@ from .base import Settings, check_type, inner_calculators, setting, suggest
 from .d3 import D3Settings, add_d3, make_d3
 from .extrapolation import DensityMatrixExtrapolation
 from .gpaw import (GPAWSettings, gpaw_parameters, is_scf_failure, make_gpaw, parallel_layout,
-                   set_smearing_width,
-                   parallel_plan_text, scf_iterations, setup_gpaw_mpi)
+                   parallel_plan_text, restore_scf_memory, scf_iterations, scf_memory,
+                   set_smearing_width, setup_gpaw_mpi)
 from .pair import V_O_PAIRS, PairPotential, PairSettings, generic_pair
 from .ml import ML_ENGINES, MLCalculator, MLSettings, import_engine, make_ml
 from .tblite import TBliteSettings, import_tblite, make_tblite, own_dispersion
@@ -327,5 +327,5 @@ __all__ = ["DISPERSIONS", "FITTED_WITHOUT", "HAS_DISPERSION", "LACKS_DISPERSION"
            "dispersion_rule", "generic_pair", "gpaw_parameters", "inner_calculators",
            "is_scf_failure", "make_calculator", "make_d3", "make_gpaw", "make_ml", "make_tblite",
            "make_vasp", "own_dispersion", "parallel_layout", "parallel_plan_text",
-           "prepare_atoms", "programme_stages", "resolve_dispersion", "scf_iterations",
+           "prepare_atoms", "programme_stages", "restore_scf_memory", "scf_memory", "resolve_dispersion", "scf_iterations",
            "setup_gpaw_mpi", "vasp_parameters", "write_vasp_programme"]

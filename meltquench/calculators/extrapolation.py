@@ -20,7 +20,11 @@ class DensityMatrixExtrapolation:
     ``rho* = 2 rho_n - rho_(n-1)`` (order 1) or ``3 rho_n - 3 rho_(n-1) + rho_(n-2)``
     (order 2), and hands it to GPAW as orbitals and occupations (its eigenvectors and
     eigenvalues), from which GPAW builds the starting density. It only sets where the SCF
-    starts, never what it converges to. Skipped (GPAW's own restart) when the atoms jump by
+    starts, never what it converges to. While fewer steps are remembered it uses the highest
+    order they allow, down to order 0 (``rho* = rho_n``, the same starting density as GPAW's
+    own reuse of the last orbitals), so that every step's start is a function of
+    :attr:`history` alone: with :meth:`get_state` in a checkpoint, a restarted run starts each
+    SCF where the uninterrupted run did. Skipped (GPAW's own restart) when the atoms jump by
     more than ``max_step`` Å between calls, and switched off for good, with a line in
     GPAW's text output, where GPAW's internals differ from what it expects (PW/FD mode,
     k-points). With the bands split over ranks (``parallel: {band: N}``) each rank holds a
@@ -28,17 +32,17 @@ class DensityMatrixExtrapolation:
     rank takes its rows of the extrapolated orbitals.
     """
 
-    COEFFICIENTS = {1: (2.0, -1.0), 2: (3.0, -3.0, 1.0)}
+    COEFFICIENTS = {0: (1.0,), 1: (2.0, -1.0), 2: (3.0, -3.0, 1.0)}
 
     def __init__(self, calc, order=1, max_step=0.5):
-        if order not in self.COEFFICIENTS:
+        if order not in (1, 2):
             raise UserError(f"calculator.gpaw.extrapolation must be 0, 1 or 2, got {order!r}")
         self.calc = calc
         self.order = order
         self.max_step = max_step
         self.history = []  # [(positions, [rho_MM per k-point/spin])], newest last
         self.enabled = True
-        self.extrapolated = 0  # how many SCFs started from an extrapolated density
+        self.extrapolated = 0  # how many SCFs started from a density of order 1 or 2
         self._move_atoms = calc.move_atoms
         calc.move_atoms = self.move_atoms
         calc.hooks["converged"] = self.store
@@ -89,7 +93,7 @@ class DensityMatrixExtrapolation:
         del self.history[:-(self.order + 1)]
 
     def move_atoms(self, atoms):
-        if self.enabled and len(self.history) == self.order + 1:
+        if self.enabled and self.history:
             positions = [p for p, _ in self.history] + [atoms.positions]
             steps = [np.abs(b - a).max() for a, b in zip(positions[:-1], positions[1:])]
             if max(steps) <= self.max_step:
@@ -102,7 +106,8 @@ class DensityMatrixExtrapolation:
         return self._move_atoms(atoms)
 
     def _extrapolate(self):
-        coefficients = self.COEFFICIENTS[self.order]
+        order = min(self.order, len(self.history) - 1)
+        coefficients = self.COEFFICIENTS[order]
         for u, wfs in enumerate(self._wave_functions()):
             rho = sum(c * rhos[u] for c, (_, rhos) in zip(coefficients, reversed(self.history)))
             nbands = wfs.nbands
@@ -122,4 +127,44 @@ class DensityMatrixExtrapolation:
             wfs.C_nM.data[:] = C_nM[n1:n2]
             wfs._occ_n = f_n / (wfs.weight * wfs.spin_degeneracy)
             wfs._P_ani = None
-        self.extrapolated += 1
+        self.extrapolated += order > 0  # order 0 is the start GPAW itself would take
+
+    def get_state(self):
+        """The history as plain data (positions in Å, density matrices, GPAW's Fermi levels
+        in Hartree, which its next occupation search starts from): what a checkpoint needs
+        for the next SCF to start where the uninterrupted run's did. None when switched off.
+        The density matrices are whole on every rank, so rank 0's state is the whole state;
+        they take ``(order + 1) * spins * M**2 * 8`` bytes for M atomic orbitals."""
+        if not self.enabled:
+            return None
+        fermi = getattr(getattr(self.calc, "dft", None), "ibzwfs", None)
+        fermi = None if fermi is None else fermi.fermi_levels
+        return {"order": self.order, "extrapolated": self.extrapolated,
+                "positions": [p for p, _ in self.history],
+                "rho": [rhos for _, rhos in self.history],
+                "fermi_levels": None if fermi is None else np.array(fermi, copy=True)}
+
+    def set_state(self, state):
+        """Restore :meth:`get_state` output after the first SCF of a restarted run (at the
+        checkpoint's positions): the history replaces the one that SCF began. Ignored when
+        switched off or when the density matrices do not fit this calculation (another basis
+        or spin setting); the last ``order + 1`` steps are kept if the order changed. True
+        when restored."""
+        if not self.enabled or not state:
+            return False
+        try:
+            rhos = (self.history[-1][1] if self.history
+                    else [self._density_matrix(w) for w in self._wave_functions()])
+        except Exception:
+            return False
+        shapes = [r.shape for r in rhos]
+        history = [(np.asarray(p, dtype=float), [np.asarray(r, dtype=float) for r in mats])
+                   for p, mats in zip(state["positions"], state["rho"])]
+        if any([r.shape for r in mats] != shapes for _, mats in history):
+            return False
+        self.history = history[-(self.order + 1):]
+        self.extrapolated = int(state.get("extrapolated", 0))
+        fermi = state.get("fermi_levels")
+        if fermi is not None:
+            self.calc.dft.ibzwfs.fermi_levels = np.array(fermi, dtype=float)
+        return True

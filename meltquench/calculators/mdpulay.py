@@ -93,6 +93,36 @@ class MDPulayMixer(BaseMixer):
         self._owners = owners
         self.point = None
 
+    def get_state(self):
+        """This rank's memory as plain data (its parts of the remembered pairs, the Gram
+        matrix, the geometry counter): with :meth:`set_state` on the same rank of a restarted
+        run, the next SCF mixes as the uninterrupted run's did. Each pair holds two grid
+        arrays and a PAW part, about ``2 * 8 * grid points`` bytes over all ranks."""
+        return {"pairs": [dict(p) for p in self.pairs], "gram": self.gram.copy(),
+                "geometry": self.geometry, "dropped": self.dropped,
+                "owners": None if self._owners is None else self._owners.copy()}
+
+    def state_fits(self, state):
+        """Whether :meth:`get_state` output of a run's rank can go into this rank's mixer:
+        its atoms are owned by the same ranks and its arrays have the shapes of this
+        calculation's (same grid, spins and domain layout)."""
+        owners = state.get("owners")
+        if (owners is None) != (self._owners is None) or (
+                owners is not None and not np.array_equal(owners, self._owners)):
+            return False
+        return all(np.shape(p[key]) == np.shape(mine[key]) for mine in self.pairs[-1:]
+                   for p in state["pairs"] for key in ("u", "uD", "dRc"))
+
+    def set_state(self, state):
+        """Restore :meth:`get_state` output of this rank (check :meth:`state_fits` on every
+        rank first: the pairs must be the same on all ranks of the grid)."""
+        pairs = [{**p, "geometry": int(p["geometry"])} for p in state["pairs"]]
+        self.pairs = pairs
+        self.gram = np.array(state["gram"], dtype=float).reshape(len(pairs), len(pairs))
+        self.geometry = int(state["geometry"])
+        self.dropped = int(state["dropped"])
+        self.point = None
+
     def _keep_only(self, mask):
         mask = np.asarray(mask, dtype=bool)
         self.pairs = [p for p, k in zip(self.pairs, mask) if k]

@@ -318,7 +318,10 @@ class NumbaMD(MolecularDynamics):
     # ------------------------------------------------------------ checkpoints
     def get_state(self):
         """Everything but positions and momenta needed to continue exactly: plain data only
-        (numbers, strings, lists, numpy arrays and dicts of these)."""
+        (numbers, strings, lists, numpy arrays and dicts of these). It includes the forces
+        (eV/Å) at the current positions where they are known: the next step starts from
+        exactly these, not from a new force call (whose SCF, for DFT, would start elsewhere
+        and so end elsewhere within its tolerance)."""
         th = self.thermostat
         state = {"scheme": self.scheme, "version": STATE_VERSION, "nsteps": int(self.nsteps),
                  "timestep": float(self.dt), "temperature_K": float(th.temperature_K),
@@ -326,6 +329,10 @@ class NumbaMD(MolecularDynamics):
                  "work_eV": float(th.work_eV), "thermostat": th.get_state()}
         if self.rng is not None:
             state["rng"] = self.rng.bit_generator.state
+        q = self.atoms.arrays["positions"]
+        if (self._forces is not None and self._q_ref is not None
+                and kern.positions_equal(q, self._q_ref)):
+            state["forces"] = np.array(self._forces, copy=True)
         return state
 
     def set_state(self, state):
@@ -354,3 +361,7 @@ class NumbaMD(MolecularDynamics):
                 th.rng = np.random.Generator(getattr(np.random, rs["bit_generator"])())
             th.rng.bit_generator.state = rs
         self._forces = None
+        forces = state.get("forces")  # absent in checkpoints of meltquench before 2026-12-04
+        if forces is not None and np.shape(forces) == (self._natoms, 3):
+            self._forces = np.array(forces, dtype=np.float64)
+            self._q_ref = np.array(self.atoms.arrays["positions"], copy=True)
