@@ -295,7 +295,8 @@ def run_task(name, task, atoms, species, cfg, settings, folder, comm, fmax, step
 def compute_task(work, relax, result, name, cfg, settings, folder, comm, fmax, steps):
     """Relax (if ``relax``) and compute ``work`` with a new calculator of ``settings``,
     filling ``result``."""
-    work.calc = calculators.make_calculator(settings, directory=folder / name, comm=comm)
+    work.calc = calculators.make_calculator(settings, directory=folder / name, comm=comm,
+                                            natoms=len(work))
     calculators.set_electronic_temperature(work.calc, settings, cfg.schedule.T_final_K)
     root = comm.Get_rank() == 0
     if relax:

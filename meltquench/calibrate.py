@@ -99,7 +99,8 @@ def time_gpaw_scf(settings, atoms, temperature_K, comm=None, iterations=2):
     atoms.constraints = []
     calculators.prepare_atoms(settings, atoms)
     with tempfile.TemporaryDirectory(prefix="meltquench-calibrate-") as folder:
-        calc = calculators.make_calculator(settings, directory=folder, comm=comm)
+        calc = calculators.make_calculator(settings, directory=folder, comm=comm,
+                                           natoms=len(atoms))
         calculators.set_electronic_temperature(calc, settings, temperature_K)
         gpaw = _gpaw_of(calc)
         start = time.perf_counter()

@@ -192,16 +192,18 @@ class MeltQuench:
             return None
         return self._calculator
 
-    def make_calculator(self, step=None):
+    def make_calculator(self, step, atoms):
+        """The calculator of MD step ``step`` (None: of the final optimisation) for ``atoms``."""
         return self.user_calculator(step) or calculators.make_calculator(
-            self.calculator_settings(step), directory=self.run_dir, comm=self.comm)
+            self.calculator_settings(step), directory=self.run_dir, comm=self.comm,
+            natoms=len(atoms))
 
     def attach_calculator(self, atoms, step):
         """Give ``atoms`` the calculator of MD step ``step`` (None: of the final optimisation)
         and the initial magnetic moments its settings imply, its electrons at the temperature
         of ``step``."""
         calculators.prepare_atoms(self.calculator_settings(step), atoms)
-        atoms.calc = self.make_calculator(step)
+        atoms.calc = self.make_calculator(step, atoms)
         self.attached_finish = self.in_finish(step)
         if step is not None:
             self.follow_electrons(atoms, step)
@@ -518,7 +520,7 @@ class MeltQuench:
             self.say(f"WARNING: {self.finish_failed}")
             if handover:
                 atoms.positions = kept
-            atoms.calc = self.make_calculator(self.last_main_step)
+            atoms.calc = self.make_calculator(self.last_main_step, atoms)
             atoms.get_forces()  # final.traj carries the run's own energy and forces
         if self.is_root:
             rundir.write_traj(self.path("final.traj"), atoms)
@@ -569,7 +571,7 @@ class MeltQuench:
                             calculators.describe(self.cfg.finish.calculator))
         mobile = ~fixed_mask(atoms)
         final_reference = atoms.get_forces(apply_constraint=False)[mobile]
-        own = self.make_calculator(self.last_main_step)
+        own = self.make_calculator(self.last_main_step, atoms)
         every = self.cfg.finish.check_every
         if every:
             interval = self.cfg.output.trajectory_interval

@@ -213,7 +213,8 @@ def compute_states(atoms, settings, directory, comm, temperature_K, cache=None):
         if states is not None and states.fingerprint == key:
             return states, True
     atoms = calculators.prepare_atoms(settings, atoms.copy())
-    atoms.calc = calculators.make_calculator(settings, directory=directory, comm=comm)
+    atoms.calc = calculators.make_calculator(settings, directory=directory, comm=comm,
+                                             natoms=len(atoms))
     calculators.set_electronic_temperature(atoms.calc, settings, temperature_K)
     atoms.get_potential_energy()
     states = states_from_gpaw(atoms.calc, len(atoms), comm)

@@ -64,20 +64,23 @@ SPIN_FACTOR = 2.0
 GPAW_SERIAL_SHARE = {"domain": 2.0 / 1.33 - 1.0, "band": 2.0 / 1.83 - 1.0}
 
 
-def gpaw_layout(settings):
-    """'band' where calculator ``settings`` split GPAW's bands over ranks, else 'domain'."""
-    parallel = calculators.CalculatorSettings.from_dict(settings).gpaw.parallel or {}
+def gpaw_layout(settings, n_atoms, ranks):
+    """'band' where calculator ``settings`` split GPAW's bands over ``ranks`` ranks for
+    ``n_atoms`` atoms (``parallel: auto`` included), else 'domain'."""
+    gpaw = calculators.CalculatorSettings.from_dict(settings).gpaw
+    parallel = calculators.choose_parallel(gpaw, n_atoms, ranks) or {}
     return "band" if int(parallel.get("band", 1) or 1) > 1 else "domain"
 
 
-def mpi_speedup(settings, ranks):
-    """How many times faster a step of calculator ``settings`` runs on ``ranks`` MPI ranks than
-    on one: Amdahl's law with :data:`GPAW_SERIAL_SHARE` for GPAW; 1 for the rest (the ML models
-    run on rank 0 of their communicator, tblite and the pair potential on every rank alike)."""
+def mpi_speedup(settings, ranks, n_atoms):
+    """How many times faster a step of calculator ``settings`` on ``n_atoms`` atoms runs on
+    ``ranks`` MPI ranks than on one: Amdahl's law with :data:`GPAW_SERIAL_SHARE` for GPAW; 1
+    for the rest (the ML models run on rank 0 of their communicator, tblite and the pair
+    potential on every rank alike)."""
     settings = calculators.CalculatorSettings.from_dict(settings)
     if ranks <= 1 or settings.name != "gpaw":
         return 1.0
-    share = GPAW_SERIAL_SHARE[gpaw_layout(settings)]
+    share = GPAW_SERIAL_SHARE[gpaw_layout(settings, n_atoms, ranks)]
     return 1.0 / (share + (1.0 - share) / ranks)
 
 
@@ -108,7 +111,7 @@ def step_cost_s(settings, n_atoms, ranks=1):
         return None
     n_ref, s_ref, k = law
     spin = SPIN_FACTOR if settings.spinpol and settings.name in ("gpaw", "vasp") else 1.0
-    return spin * s_ref * (n_atoms / n_ref) ** k / mpi_speedup(settings, ranks)
+    return spin * s_ref * (n_atoms / n_ref) ** k / mpi_speedup(settings, ranks, n_atoms)
 
 
 def format_duration(seconds):
@@ -195,7 +198,8 @@ def cost_lines(cfg, atoms, ranks=1, timings=None):
             lines.append(f"  {what}: not estimated (no step time of this calculator/mode was "
                          "measured on the development machine; VASP cannot run there)")
             continue
-        scale_128 = mpi_speedup(settings, ranks) / mpi_speedup(settings, 128)
+        scale_128 = (mpi_speedup(settings, ranks, len(atoms))
+                     / mpi_speedup(settings, 128, len(atoms)))
         if steps is None:
             total += per_step
             total_128 += per_step * scale_128
@@ -210,7 +214,8 @@ def cost_lines(cfg, atoms, ranks=1, timings=None):
     else:
         lines.append(f"  in all: ~{format_duration(total)}")
         if ranks == 1 and total > 86400:
-            layouts = sorted({gpaw_layout(s) for _, s, _ in run_parts(cfg) if s.name == "gpaw"})
+            layouts = sorted({gpaw_layout(s, len(atoms), 128) for _, s, _ in run_parts(cfg)
+                              if s.name == "gpaw"})
             shares = ", ".join(f"{k} layout {GPAW_SERIAL_SHARE[k]:.2f}" for k in layouts)
             lines.append(f"  on 128 ranks: ~{format_duration(total_128)} (Amdahl's law with the "
                          f"serial share measured on 2 ranks: {shares}; an extrapolation)")
@@ -302,7 +307,7 @@ def dry_run(cfg, ranks=None, calibrate_iterations=0):
              cfg.build_schedule().describe()]
     if "gpaw" in (cfg.calculator.name, getattr(cfg.finish.calculator, "name", None)):
         lines.append(f"GPAW parallel layout on {ranks} rank(s): "
-                     f"{calculators.parallel_plan_text(cfg.calculator.gpaw.parallel, ranks)}")
+                     f"{calculators.parallel_plan_text(cfg.calculator.gpaw, ranks, len(atoms))}")
     lines += cost_lines(cfg, atoms, ranks, timings)
     lines.append(f"output: {cfg.output.directory or f'runs/{cfg.output.name}-<date>-<time>'}")
     return "\n".join(lines)

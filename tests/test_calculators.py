@@ -211,6 +211,31 @@ def test_gpaw_parameters_follow_the_config_and_gpaw_parses_them():
         gpaw_parameters({"hubbard_u": {"Vx": 3.0}})
 
 
+def test_parallel_auto_splits_the_bands_only_where_that_was_measured_faster():
+    """``calculator.gpaw.parallel: auto`` (the default): {band: 2} in LCAO at the Γ point on an
+    even number of ranks from 150 atoms with ScaLAPACK (240 atoms on 2 ranks: 1.3-1.5x faster
+    per step than GPAW's own layout; 30-120 atoms: 4-20% slower); else GPAW's own choice.
+    A dict or null is used as it is, and nothing else is accepted."""
+    from meltquench.calculators import BAND_PARALLEL_FROM_ATOMS, choose_parallel
+    auto = GPAWSettings()
+    assert auto.parallel == "auto" and "parallel" not in gpaw_parameters(auto)
+    n = BAND_PARALLEL_FROM_ATOMS
+    assert n == 150
+    assert choose_parallel(auto, 240, 2, scalapack=True) == {"band": 2}
+    assert choose_parallel(auto, n, 8, scalapack=True) == {"band": 2}
+    for natoms, ranks, scalapack in ((n - 1, 2, True), (240, 1, True), (240, 3, True),
+                                     (240, 2, False), (None, 2, True)):
+        assert choose_parallel(auto, natoms, ranks, scalapack=scalapack) is None
+    assert choose_parallel(GPAWSettings(mode="pw"), 240, 2, scalapack=True) is None
+    assert choose_parallel(GPAWSettings(kpts=[2, 2, 1]), 240, 2, scalapack=True) is None
+    assert choose_parallel(GPAWSettings(parallel=None), 240, 2, scalapack=True) is None
+    own = GPAWSettings(parallel={"domain": 2, "band": 2})
+    assert choose_parallel(own, 10, 4, scalapack=False) == {"domain": 2, "band": 2}
+    assert gpaw_parameters(own)["parallel"] == {"domain": 2, "band": 2}
+    with pytest.raises(UserError, match="calculator.gpaw.parallel must be 'auto', null or"):
+        GPAWSettings(parallel="fast")
+
+
 def test_settings_from_dicts_and_conservative_fallback():
     merged = CalculatorSettings.from_dict({"gpaw": {"basis": "dzp",
                                                     "mixer": {"backend": "msr1"}}})

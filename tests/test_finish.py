@@ -273,24 +273,41 @@ def test_ml_presets_finish_spin_polarised_and_the_plan_costs_two_spin_channels()
     assert "spin-polarised" in dry_run(load_config(preset="ml-demo"))
 
 
-def test_plan_divides_only_gpaw_over_ranks_by_the_measured_amdahl_share():
+def test_plan_divides_only_gpaw_over_ranks_by_the_measured_amdahl_share(monkeypatch):
     """On P ranks a GPAW step costs (s + (1 - s)/P) of its one-rank time, with the serial
-    share s measured on 2 ranks for its layout (domain: automatic; band: {band: N}); the ML
-    models run on rank 0 and do not divide; the dry run's 128-rank line uses the same law."""
+    share s measured on 2 ranks for its layout (domain: GPAW's own; band: {band: N}, which
+    ``parallel: auto`` chooses from 150 atoms on an even number of ranks where GPAW has
+    ScaLAPACK); the ML models run on rank 0 and do not divide; the dry run's 128-rank line
+    uses the same law."""
+    from meltquench.calculators import gpaw as gpaw_module
     from meltquench.plan import GPAW_SERIAL_SHARE, mpi_speedup, step_cost_s
-    cfg = load_config(preset="paper-perfect")
-    gpaw = cfg.calculator
+    monkeypatch.setattr(gpaw_module, "gpaw_has_scalapack", lambda: True)
+    auto = load_config(preset="paper-perfect")
+    assert auto.calculator.gpaw.parallel == "auto"
+    domain = load_config(preset="paper-perfect", overrides=["calculator.gpaw.parallel=null"])
     band = load_config(preset="paper-perfect",
                        overrides=["calculator.gpaw.parallel={band: 2}"]).calculator
-    assert mpi_speedup(gpaw, 1) == 1.0
-    assert mpi_speedup(gpaw, 2) == pytest.approx(1.33)
-    assert mpi_speedup(band, 2) == pytest.approx(1.83)
+    gpaw = domain.calculator
+    assert mpi_speedup(gpaw, 1, 240) == 1.0
+    assert mpi_speedup(gpaw, 2, 240) == pytest.approx(1.33)
+    assert mpi_speedup(band, 2, 240) == pytest.approx(1.83)
     assert step_cost_s(gpaw, 240, ranks=2) == pytest.approx(step_cost_s(gpaw, 240) / 1.33)
+    # auto: the bands split at 240 atoms on 2 or 4 ranks, not at 120 atoms nor on 3 ranks
+    assert mpi_speedup(auto.calculator, 2, 240) == pytest.approx(1.83)
+    assert mpi_speedup(auto.calculator, 4, 240) == mpi_speedup(band, 4, 240)
+    assert mpi_speedup(auto.calculator, 2, 120) == pytest.approx(1.33)
+    assert mpi_speedup(auto.calculator, 3, 240) == mpi_speedup(gpaw, 3, 240)
     # Amdahl: never faster than 1/s, however many ranks.
-    assert 1.9 < mpi_speedup(gpaw, 128) < 1.0 / GPAW_SERIAL_SHARE["domain"]
-    assert 9.0 < mpi_speedup(band, 128) < 1.0 / GPAW_SERIAL_SHARE["band"]
+    assert 1.9 < mpi_speedup(gpaw, 128, 240) < 1.0 / GPAW_SERIAL_SHARE["domain"]
+    assert 9.0 < mpi_speedup(band, 128, 240) < 1.0 / GPAW_SERIAL_SHARE["band"]
     chgnet = load_config(preset="ml-demo").calculator
-    assert mpi_speedup(chgnet, 4) == 1.0
+    assert mpi_speedup(chgnet, 4, 120) == 1.0
     assert step_cost_s(chgnet, 120, ranks=4) == step_cost_s(chgnet, 120)
-    text = dry_run(cfg)
+    text = dry_run(domain)
     assert "on 128 ranks" in text and "domain layout 0.50" in text
+    assert "band layout 0.09" in dry_run(auto)
+    assert "auto: band 2 (the LCAO eigensolver in ScaLAPACK)" in dry_run(auto, ranks=2)
+    # without ScaLAPACK, auto is GPAW's own layout
+    monkeypatch.setattr(gpaw_module, "gpaw_has_scalapack", lambda: False)
+    assert mpi_speedup(auto.calculator, 2, 240) == pytest.approx(1.33)
+    assert "parallel: auto keeps it" in dry_run(auto, ranks=2)

@@ -54,7 +54,8 @@ from ..errors import UserError
 from .base import Settings, check_type, inner_calculators, setting, suggest
 from .d3 import D3Settings, add_d3, make_d3
 from .extrapolation import DensityMatrixExtrapolation
-from .gpaw import (GPAWSettings, gpaw_parameters, is_scf_failure, make_gpaw, parallel_layout,
+from .gpaw import (BAND_PARALLEL_FROM_ATOMS, GPAWSettings, choose_parallel, gpaw_has_scalapack,
+                   gpaw_parameters, is_scf_failure, make_gpaw, parallel_layout,
                    parallel_plan_text, restore_scf_memory, scf_iterations, scf_memory,
                    set_smearing_width, setup_gpaw_mpi)
 from .pair import V_O_PAIRS, PairPotential, PairSettings, generic_pair
@@ -187,12 +188,13 @@ class CalculatorSettings(Settings):
             check_type(f"calculator.initial_magmoms.{element}", moment, float)
 
 
-def make_calculator(settings, *, directory, comm=None):
+def make_calculator(settings, *, directory, comm=None, natoms=None):
     """ASE calculator for :class:`CalculatorSettings` or a plain dict of the same shape.
 
     ``directory`` is the run folder: GPAW writes ``directory/gpaw.txt``, VASP runs in
     ``directory/vasp``. ``comm`` is an mpi4py communicator for GPAW (``None``: all ranks) and
-    the machine-learned engines (the model runs on its rank 0).
+    the machine-learned engines (the model runs on its rank 0). ``natoms``, the number of
+    atoms to compute, chooses GPAW's layout where ``calculator.gpaw.parallel`` is 'auto'.
     Raises :class:`UserError` for bad settings or an engine that is not installed or set up.
     """
     s = CalculatorSettings.from_dict(settings)
@@ -201,7 +203,8 @@ def make_calculator(settings, *, directory, comm=None):
         return make_vasp(s.vasp, directory=directory, dispersion=s.dispersion,
                          spinpol=s.spinpol)
     if s.name == "gpaw":
-        calc = make_gpaw(replace(s.gpaw, spinpol=s.spinpol), directory=directory, comm=comm)
+        calc = make_gpaw(replace(s.gpaw, spinpol=s.spinpol), directory=directory, comm=comm,
+                         natoms=natoms)
         xc = s.gpaw.xc
     elif s.name == "tblite":
         calc, xc = make_tblite(s.tblite), "PBE"
@@ -320,7 +323,7 @@ def conservative_fallback(settings):
     return None if gpaw is None else replace(s, gpaw=gpaw)
 
 
-__all__ = ["DISPERSIONS", "FITTED_WITHOUT", "HAS_DISPERSION", "LACKS_DISPERSION", "NAMES",
+__all__ = ["BAND_PARALLEL_FROM_ATOMS", "choose_parallel", "gpaw_has_scalapack", "DISPERSIONS", "FITTED_WITHOUT", "HAS_DISPERSION", "LACKS_DISPERSION", "NAMES",
            "CalculatorSettings", "D3Settings", "ML_ENGINES", "MLCalculator", "MLSettings", "DensityMatrixExtrapolation", "contained_dispersion",
            "GPAWSettings", "PairPotential", "PairSettings", "Settings", "TBliteSettings",
            "V_O_PAIRS", "VaspSettings", "add_d3", "check_available", "conservative_fallback", "describe",

@@ -110,9 +110,11 @@ class GPAWSettings(Settings):
     extrapolation: int = setting(
         2, "order of the density-matrix extrapolation that starts each MD step's SCF (0 off, "
         "1 linear, 2 quadratic; LCAO, Gamma point)")
-    parallel: Optional[dict] = setting(None, "GPAW's parallel dict, e.g. {band: 2} (the LCAO "
-                                       "eigensolver in ScaLAPACK) or {domain: 4, band: 2}; null: "
-                                       "automatic (domain decomposition)")
+    parallel: Optional[Union[str, dict]] = setting(
+        "auto", "GPAW's parallel dict, e.g. {band: 2} (the LCAO eigensolver in ScaLAPACK) or "
+        "{domain: 4, band: 2}; null: GPAW's own choice (domain decomposition); 'auto': "
+        "{band: 2} where it was measured faster (LCAO, Gamma point, an even number of ranks, "
+        "at least 150 atoms, GPAW with ScaLAPACK), else GPAW's own choice")
     extra: Optional[dict] = setting({}, "any further GPAW keyword, applied last (overrides "
                                     "everything above)")
 
@@ -128,6 +130,10 @@ class GPAWSettings(Settings):
         if self.extrapolation not in (0, 1, 2):
             raise UserError(f"calculator.gpaw.extrapolation must be 0, 1 or 2, "
                             f"got {self.extrapolation!r}")
+        if not (self.parallel is None or self.parallel == "auto"
+                or isinstance(self.parallel, dict)):
+            raise UserError(f"calculator.gpaw.parallel must be 'auto', null or GPAW's parallel "
+                            f"dict such as {{band: 2}}, got {self.parallel!r}")
         if self.mixer and self.mixer.get("backend") == "md-pulay":
             unknown = sorted(set(self.mixer) - {"backend", *MD_PULAY_KEYS})
             if unknown:
@@ -226,7 +232,7 @@ def gpaw_parameters(settings):
         kw["mixer"] = gpaw_mixer(s.mixer)
     if s.occupations:
         kw["occupations"] = dict(s.occupations)
-    if s.parallel:
+    if isinstance(s.parallel, dict) and s.parallel:
         kw["parallel"] = dict(s.parallel)
     setups = hubbard_setups(s.hubbard_u)
     if setups:
@@ -265,10 +271,51 @@ def gpaw_communicator(comm):
     return world.new_communicator(np.asarray(ranks, dtype=int))
 
 
-def make_gpaw(settings, *, directory, comm=None):
+#: ``parallel: auto`` splits the bands over 2 ranks from this many atoms on. Measured MD step on
+#: 2 ranks, GPAW's domain decomposition against {band: 2} (benchmarks/README.md): 30 atoms
+#: 51.6 against 62.2 s, 60: 109 against 116 s, 120: 462 against 481 s, 240: 1,690-1,952
+#: against 1,314 s. The LCAO eigenproblem (N^3), which GPAW otherwise solves on one rank,
+#: takes over between 120 and 240 atoms.
+BAND_PARALLEL_FROM_ATOMS = 150
+
+
+def gpaw_has_scalapack():
+    """Whether the installed GPAW was built with ScaLAPACK (False if GPAW is missing)."""
+    try:
+        from gpaw.utilities import compiled_with_sl
+    except ImportError:
+        return False
+    return bool(compiled_with_sl())
+
+
+def choose_parallel(settings, natoms, ranks, scalapack=None):
+    """GPAW's ``parallel`` dict for ``calculator.gpaw.parallel`` (None: GPAW's own choice).
+
+    A dict or null is used as it is. ``'auto'`` gives ``{band: 2}`` (the LCAO eigensolver in
+    ScaLAPACK on 2 ranks, the rest of the ranks split the domain) where that was measured
+    faster: LCAO at the Γ point, an even number of ``ranks``, at least
+    :data:`BAND_PARALLEL_FROM_ATOMS` atoms (``natoms``; None: unknown, so not) and a GPAW built
+    with ScaLAPACK (``scalapack``; None: ask GPAW). Else None. Measured on 2 ranks only: on
+    many ranks a layout of your own, timed with ``meltquench run --dry-run --calibrate``, may
+    do better."""
+    s = GPAWSettings.from_dict(settings)
+    if s.parallel != "auto":
+        return dict(s.parallel) if s.parallel else None
+    if (s.mode != "lcao" or list(s.kpts) != [1, 1, 1] or ranks < 2 or ranks % 2
+            or natoms is None or natoms < BAND_PARALLEL_FROM_ATOMS):
+        return None
+    if scalapack is None:
+        setup_gpaw_mpi()  # before anything imports gpaw.mpi
+        scalapack = gpaw_has_scalapack()
+    return {"band": 2} if scalapack else None
+
+
+def make_gpaw(settings, *, directory, comm=None, natoms=None):
     """GPAW calculator for :class:`GPAWSettings` (or a dict), writing ``directory/gpaw.txt``.
 
-    ``comm`` is an mpi4py communicator (``None``: all ranks of GPAW's world). In LCAO mode with
+    ``comm`` is an mpi4py communicator (``None``: all ranks of GPAW's world); ``natoms``, the
+    number of atoms it will compute, chooses the layout of ``parallel: auto``
+    (:func:`choose_parallel`; None: GPAW's own). In LCAO mode with
     ``extrapolation`` on, the calculator carries its
     :class:`~meltquench.calculators.extrapolation.DensityMatrixExtrapolation` as
     ``calc.meltquench_extrapolation``.
@@ -296,6 +343,12 @@ def make_gpaw(settings, *, directory, comm=None):
     communicator = gpaw_communicator(comm)
     if communicator is not None:
         kw["communicator"] = communicator
+    if settings.parallel == "auto" and "parallel" not in kw:  # calculator.gpaw.extra wins
+        from gpaw.mpi import world
+        parallel = choose_parallel(settings, natoms,
+                                   comm.Get_size() if comm is not None else world.size)
+        if parallel:
+            kw["parallel"] = parallel
     calc = GPAW(**kw)
     if settings.extrapolation and kw["mode"] == "lcao" and not getattr(calc, "old", True):
         calc.meltquench_extrapolation = DensityMatrixExtrapolation(
@@ -419,23 +472,34 @@ def parallel_layout(calc):
     return None
 
 
-def parallel_plan_text(parallel, ranks):
-    """What GPAW will do with ``calculator.gpaw.parallel`` on ``ranks`` ranks (no GPAW import).
+def parallel_plan_text(settings, ranks, natoms):
+    """What GPAW will do on ``ranks`` ranks for ``natoms`` atoms with :class:`GPAWSettings`
+    ``settings`` (its ``parallel`` key).
 
-    Automatic (``parallel: null``): with the Γ point only there are no k-points to share, so
-    GPAW decomposes the real-space domain over all ranks (bands are not split unless asked).
-    GPAW 26's LCAO eigensolver then runs on one rank while the others wait (at 240 atoms about
-    a quarter of an SCF iteration on one rank: ``benchmarks/README.md``). Explicit: GPAW's own
-    ``parallel`` dict, e.g. ``{band: 2}`` or ``{domain: 4, band: 2}``: splitting the bands
-    splits the orbitals, the potential matrix and the eigenproblem (ScaLAPACK; GPAW must be
-    built with it, as ``scripts/setup.sh`` does where Debian's ScaLAPACK is installed). GPAW
-    26's new code ignores the old ``sl_auto``/``sl_default`` keys.
+    GPAW's own choice (``parallel: null``, or ``auto`` where :func:`choose_parallel` keeps
+    it): with the Γ point only there are no k-points to share, so GPAW decomposes the
+    real-space domain over all ranks (bands are not split unless asked). GPAW 26's LCAO
+    eigensolver then runs on one rank while the others wait (at 240 atoms about a quarter of
+    an SCF iteration on one rank: ``benchmarks/README.md``). ``{band: N}`` splits the
+    orbitals, the potential matrix and the eigenproblem (ScaLAPACK; GPAW must be built with
+    it, as ``scripts/setup.sh`` does where Debian's ScaLAPACK is installed). GPAW 26's new
+    code ignores the old ``sl_auto``/``sl_default`` keys.
     """
-    if not parallel:
-        if ranks == 1:
-            return "serial (one rank)"
-        return (f"automatic: domain decomposition over {ranks} ranks, kpt 1 (Γ point), band 1 "
-                "(the LCAO eigensolver on one rank); calculator.gpaw.parallel {band: "
-                f"{ranks}}} splits it with ScaLAPACK (240 atoms on 2 ranks: a step 1.83x "
-                "faster than on one, against 1.33x)")
-    return "as configured: " + ", ".join(f"{k}={v}" for k, v in parallel.items())
+    s = GPAWSettings.from_dict(settings)
+    if ranks == 1:
+        return "serial (one rank)"
+    chosen = choose_parallel(s, natoms, ranks)
+    if chosen and s.parallel == "auto":
+        return (f"auto: band 2 (the LCAO eigensolver in ScaLAPACK), the domain split over the "
+                f"rest; chosen from {BAND_PARALLEL_FROM_ATOMS} atoms on an even number of "
+                "ranks (240 atoms on 2 ranks: a step 1.83x faster than on one, against 1.33x "
+                "with GPAW's own layout)")
+    if not chosen:
+        why = ""
+        if s.parallel == "auto":
+            why = (f" (parallel: auto keeps it: it splits the bands only from "
+                   f"{BAND_PARALLEL_FROM_ATOMS} atoms, on an even number of ranks, in LCAO at "
+                   "the Γ point, with a GPAW built with ScaLAPACK)")
+        return (f"GPAW's own: domain decomposition over {ranks} ranks, kpt 1 (Γ point), band 1 "
+                f"(the LCAO eigensolver on one rank){why}")
+    return "as configured: " + ", ".join(f"{k}={v}" for k, v in chosen.items())
