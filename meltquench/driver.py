@@ -548,7 +548,7 @@ class MeltQuench:
         calculator, for at most ``steps`` steps (0: forces only), logged to ``relax.log``."""
         d = self.cfg.dynamics
         logfile = str(self.path("relax.log")) if self.is_root else None
-        with relax_region(atoms, d.relax_region, d.relax_radius) as note:
+        with relax_region(atoms, d.relax_region, d.relax_radius, label) as note:
             self.say(note)
             opt = OPTIMISERS[d.final_relax](atoms, logfile=logfile)
             opt.attach(self.stop_in_relax, 1, opt)

@@ -123,9 +123,11 @@ def relax_mask(atoms, region="melt", radius=DEFAULT_RELAX_RADIUS_A):
 
 
 @contextmanager
-def relax_region(atoms, region="melt", radius=DEFAULT_RELAX_RADIUS_A):
+def relax_region(atoms, region="melt", radius=DEFAULT_RELAX_RADIUS_A,
+                 label="final optimisation"):
     """Hold the atoms :func:`relax_mask` leaves out, for the final optimisation; yields a line
-    saying what moves. On exit (also on an exception) the constraints are the ones before.
+    saying what moves, under ``label`` (which optimisation this is). On exit (also on an
+    exception) the constraints are the ones before.
 
     Other constraints than FixAtoms are kept. With 'all' no FixAtoms is left, not even one a
     structure file brought.
@@ -135,17 +137,16 @@ def relax_region(atoms, region="melt", radius=DEFAULT_RELAX_RADIUS_A):
     others = [c for c in kept if not isinstance(c, FixAtoms)]
     atoms.set_constraint(others + ([FixAtoms(mask=~mobile)] if not mobile.all() else []))
     try:
-        yield relax_text(atoms, mobile, region, radius)
+        yield relax_text(atoms, mobile, region, radius, label)
     finally:
         atoms.set_constraint(kept)
 
 
-def relax_text(atoms, mobile, region, radius):
+def relax_text(atoms, mobile, region, radius, label="final optimisation"):
     """``final optimisation (relax_region melt+defects): 38 of 58 atoms move, 8 of them in the
     crystal half within 4 Å of the 5 defect sites``."""
     n_crystal = int((mobile & (atoms.get_tags() == CRYSTAL)).sum())
-    text = (f"final optimisation (relax_region {region}): {int(mobile.sum())} of {len(atoms)} "
-            f"atoms move")
+    text = f"{label} (relax_region {region}): {int(mobile.sum())} of {len(atoms)} atoms move"
     if region == "melt+defects":
         n_sites = len(np.asarray(atoms.info.get("defect_positions", []), float).reshape(-1, 3))
         text += (f", {n_crystal} of them in the crystal half within {radius:g} Å of the "

@@ -82,6 +82,9 @@ def test_without_an_anneal_the_run_optimises_first_then_the_finish(tmp_path, cap
     driver.run(cfg, run_dir=tmp_path / "run")
     out = capsys.readouterr().out
     assert "pre-optimisation with the run's calculator (BFGS)" in out
+    # each optimisation names itself on the line that says which atoms move
+    assert out.count("pre-optimisation with the run's calculator (relax_region melt): ") == 1
+    assert out.count("final optimisation (relax_region melt): ") == 1
     assert "final optimisation: a single point (0 optimisation steps asked for)" in out
     assert "NOT converged" not in out  # a single point has no force criterion to miss
     assert "Force spot checks" in out
