@@ -192,13 +192,13 @@ def test_an_scf_failure_is_retried_and_a_lasting_one_stops_after_the_other_sites
     sites = json.loads((out / "plan.json").read_text())["sites"]
     real, stalls, used = calculators.make_calculator, {"site-0": 1, "site-1": 99}, []
 
-    def make(s, *, directory, comm=None):
+    def make(s, *, directory, comm=None, natoms=None):
         name = directory.name
         used.append((name, s))
         if stalls.get(name, 0) > 0:
             stalls[name] -= 1
             return Stalling()
-        return real(s, directory=directory, comm=comm)
+        return real(s, directory=directory, comm=comm, natoms=natoms)
 
     monkeypatch.setattr(calculators, "make_calculator", make)
     monkeypatch.setattr(adsorption, "same_energy_fallback", lambda s: s)  # pair: none of its own
@@ -241,11 +241,11 @@ target = load_target(run)
 settings, _ = target.calculator_settings()
 sites = json.loads(plan.read_text())["sites"]
 real, stalls = calculators.make_calculator, {"site-0": 1, "site-1": 99}
-def make(s, *, directory, comm=None):
+def make(s, *, directory, comm=None, natoms=None):
     if stalls.get(directory.name, 0) > 0:
         stalls[directory.name] -= 1
         return Stalling()
-    return real(s, directory=directory, comm=comm)
+    return real(s, directory=directory, comm=comm, natoms=natoms)
 calculators.make_calculator = make
 adsorption.same_energy_fallback = lambda s: s
 comm = get_comm()
