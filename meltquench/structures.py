@@ -367,6 +367,39 @@ def boundary_text(atoms):
             "to the planes")
 
 
+def layers_along_c(atoms, mask, tolerance_A=0.5):
+    """Layer number (0, 1, ...) of each atom of ``mask`` along the cell's c axis (-1 for the
+    others), and the number of layers.
+
+    Heights are measured along the normal of the ab plane (fractional c times the layer
+    spacing, the cell's volume over the ab area), periodically: atoms within ``tolerance_A``
+    (Å) of their neighbour in height are one layer (corundum V2O3 has buckled honeycomb V
+    layers 0.35 Å thick, 2.0 Å apart), and the count starts after the largest gap, so that a
+    layer cut by the cell boundary stays one layer.
+    """
+    mask = np.asarray(mask, dtype=bool)
+    layer = np.full(len(atoms), -1)
+    if not mask.any():
+        return layer, 0
+    cell = atoms.cell
+    spacing = abs(cell.volume) / np.linalg.norm(np.cross(cell[0], cell[1]))
+    index = np.flatnonzero(mask)
+    z = atoms.get_scaled_positions(wrap=True)[index, 2] % 1.0
+    order = np.argsort(z, kind="stable")
+    z = z[order]
+    gaps = np.diff(np.append(z, z[0] + 1.0)) * spacing  # gap after each atom, wrapping
+    start = (int(np.argmax(gaps)) + 1) % len(z)
+    numbers = np.zeros(len(z), dtype=int)
+    count = 0
+    for k in range(1, len(z)):
+        i = (start + k) % len(z)
+        if gaps[(i - 1) % len(z)] > tolerance_A:
+            count += 1
+        numbers[i] = count
+    layer[index[order]] = numbers
+    return layer, count + 1
+
+
 def region_mask(atoms, name):
     """Boolean mask of the atoms in region ``name`` ('crystal', 'melt' or 'all')."""
     if name == "all":

@@ -236,6 +236,43 @@ def test_parallel_auto_splits_the_bands_only_where_that_was_measured_faster():
         GPAWSettings(parallel="fast")
 
 
+def test_antiferromagnetic_start_alternates_by_layer_along_c():
+    """``magnetic_order: antiferro-c``: the V moments alternate in sign from one buckled
+    honeycomb layer to the next along c (corundum: 6 layers of 2 V per hexagonal cell), so
+    the face-sharing V pairs (the closest V-V, 2.7 Å along c) start opposite and the net
+    moment is zero; an odd number of layers is refused, ferro stays the default."""
+    from ase.neighborlist import neighbor_list
+    from meltquench.calculators import prepare_atoms
+    from meltquench.structures import layers_along_c
+    atoms = v2o3_corundum()
+    v = atoms.symbols == "V"
+    layer, count = layers_along_c(atoms, v)
+    assert count == 6 and (np.bincount(layer[v]) == 2).all() and (layer[~v] == -1).all()
+    heights = atoms.get_scaled_positions()[:, 2] * atoms.cell.cellpar()[2]
+    for k in range(count):  # one layer: within 0.5 Å in height (modulo the cell)
+        h = heights[layer == k]
+        assert min(np.ptp(h), np.ptp((h + 3.0) % atoms.cell.cellpar()[2])) < 0.5
+    afm = prepare_atoms({"spinpol": True, "magnetic_order": "antiferro-c"}, atoms.copy())
+    m = afm.get_initial_magnetic_moments()
+    assert np.abs(m[v]).tolist() == [2.0] * 12 and (m[~v] == 0).all() and m.sum() == 0
+    assert all(m[layer == k][0] == m[layer == k][1] == 2.0 * (-1) ** k for k in range(count))
+    i, j, d = neighbor_list("ijd", afm, 2.8)
+    pairs = v[i] & v[j] & (d < 2.8)
+    assert pairs.any() and (m[i[pairs]] == -m[j[pairs]]).all()
+    ferro = prepare_atoms({"spinpol": True}, atoms.copy()).get_initial_magnetic_moments()
+    assert (ferro[v] == 2.0).all()
+    # the rhombohedral cell's 4 V are 4 layers: + - + - in height
+    rhombo = prepare_atoms({"spinpol": True, "magnetic_order": "antiferro-c"},
+                           v2o3_rhombohedral()).get_initial_magnetic_moments()
+    assert sorted(rhombo[:4]) == [-2.0, -2.0, 2.0, 2.0]
+    odd = v2o3_corundum()
+    del odd[[k for k in range(len(odd)) if layer[k] == 5]]
+    with pytest.raises(UserError, match="form 5 layers along c, an odd number"):
+        prepare_atoms({"spinpol": True, "magnetic_order": "antiferro-c"}, odd)
+    with pytest.raises(UserError, match="calculator.magnetic_order must be one of ferro"):
+        CalculatorSettings.from_dict({"magnetic_order": "afm"})
+
+
 def test_settings_from_dicts_and_conservative_fallback():
     merged = CalculatorSettings.from_dict({"gpaw": {"basis": "dzp",
                                                     "mixer": {"backend": "msr1"}}})

@@ -51,6 +51,7 @@ from typing import Optional
 import numpy as np
 
 from ..errors import UserError
+from ..structures import layers_along_c
 from .base import Settings, check_type, inner_calculators, setting, suggest
 from .d3 import D3Settings, add_d3, make_d3
 from .extrapolation import DensityMatrixExtrapolation
@@ -161,6 +162,12 @@ class CalculatorSettings(Settings):
         {"V": 2.0}, "with spinpol: initial magnetic moments per element (Bohr magnetons; V3+ "
         "is d2), a ferromagnetic start that both GPAW and VASP (MAGMOM) read from the atoms; "
         "elements not named start at 0")
+    magnetic_order: str = setting(
+        "ferro", "with spinpol: how the initial_magmoms are laid out. 'ferro': every atom of an "
+        "element starts with its moment; 'antiferro-c': the sign alternates from one layer "
+        "of that element to the next along the cell's c axis (in corundum V2O3 the buckled "
+        "V honeycomb layers: the face-sharing V pairs start opposite), no net moment; "
+        "needs an even number of layers")
     d3: D3Settings = setting(D3Settings(), "D3 options")
     gpaw: GPAWSettings = setting(GPAWSettings(), "GPAW settings")
     vasp: VaspSettings = setting(VaspSettings(), "VASP settings (INCAR tags in lower case)")
@@ -186,6 +193,14 @@ class CalculatorSettings(Settings):
                             f"GPAW and VASP now, calculator.spinpol (set it, drop the other)")
         for element, moment in self.initial_magmoms.items():
             check_type(f"calculator.initial_magmoms.{element}", moment, float)
+        if self.magnetic_order not in MAGNETIC_ORDERS:
+            raise UserError(f"calculator.magnetic_order must be one of "
+                            f"{', '.join(MAGNETIC_ORDERS)}, got {self.magnetic_order!r}"
+                            f"{suggest(str(self.magnetic_order), MAGNETIC_ORDERS)}")
+
+
+#: ``calculator.magnetic_order`` values (see :func:`prepare_atoms`).
+MAGNETIC_ORDERS = ("ferro", "antiferro-c")
 
 
 def make_calculator(settings, *, directory, comm=None, natoms=None):
@@ -231,10 +246,10 @@ def prepare_atoms(settings, atoms):
     """Give ``atoms`` the initial magnetic moments ``settings`` imply; call it before attaching
     the calculator (both GPAW and VASP read the moments from the atoms).
 
-    With ``spinpol`` and no moments on the atoms yet: ``initial_magmoms`` per element (a
-    structure file's own moments are kept). Without ``spinpol``: none (GPAW would otherwise turn
-    spin polarisation on by itself for atoms that carry moments, VASP with ISPIN 1 would not).
-    Returns ``atoms``.
+    With ``spinpol`` and no moments on the atoms yet: ``initial_magmoms`` per element, laid out
+    by ``magnetic_order`` (a structure file's own moments are kept). Without ``spinpol``: none
+    (GPAW would otherwise turn spin polarisation on by itself for atoms that carry moments,
+    VASP with ISPIN 1 would not). Returns ``atoms``.
     """
     s = CalculatorSettings.from_dict(settings)
     moments = atoms.get_initial_magnetic_moments()
@@ -242,8 +257,20 @@ def prepare_atoms(settings, atoms):
         if np.any(moments):
             atoms.set_initial_magnetic_moments(np.zeros(len(atoms)))
     elif not np.any(moments):
-        atoms.set_initial_magnetic_moments(
-            [float(s.initial_magmoms.get(symbol, 0.0)) for symbol in atoms.get_chemical_symbols()])
+        symbols = np.array(atoms.get_chemical_symbols())
+        moments = np.array([float(s.initial_magmoms.get(x, 0.0)) for x in symbols])
+        if s.magnetic_order == "antiferro-c":
+            for element in sorted(set(symbols[moments != 0])):
+                layer, count = layers_along_c(atoms, symbols == element)
+                if count % 2:
+                    raise UserError(
+                        f"calculator.magnetic_order antiferro-c: the {element} atoms form "
+                        f"{count} layers along c, an odd number, so the alternating signs "
+                        "cannot close over the periodic cell; repeat the cell along c (an "
+                        "even repeat) or use magnetic_order ferro")
+                sign = np.where(layer % 2 == 0, 1.0, -1.0)
+                moments[symbols == element] *= sign[symbols == element]
+        atoms.set_initial_magnetic_moments(moments)
     return atoms
 
 
@@ -323,7 +350,7 @@ def conservative_fallback(settings):
     return None if gpaw is None else replace(s, gpaw=gpaw)
 
 
-__all__ = ["BAND_PARALLEL_FROM_ATOMS", "choose_parallel", "gpaw_has_scalapack", "DISPERSIONS", "FITTED_WITHOUT", "HAS_DISPERSION", "LACKS_DISPERSION", "NAMES",
+__all__ = ["BAND_PARALLEL_FROM_ATOMS", "MAGNETIC_ORDERS", "choose_parallel", "gpaw_has_scalapack", "DISPERSIONS", "FITTED_WITHOUT", "HAS_DISPERSION", "LACKS_DISPERSION", "NAMES",
            "CalculatorSettings", "D3Settings", "ML_ENGINES", "MLCalculator", "MLSettings", "DensityMatrixExtrapolation", "contained_dispersion",
            "GPAWSettings", "PairPotential", "PairSettings", "Settings", "TBliteSettings",
            "V_O_PAIRS", "VaspSettings", "add_d3", "check_available", "conservative_fallback", "describe",
