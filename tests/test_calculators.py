@@ -236,6 +236,26 @@ def test_parallel_auto_splits_the_bands_only_where_that_was_measured_faster():
         GPAWSettings(parallel="fast")
 
 
+def test_the_scalapack_probe_agrees_with_gpaw_without_importing_it(tmp_path, monkeypatch):
+    """``gpaw_has_scalapack`` reads GPAW's compiled extension instead of importing GPAW (a dry
+    run stays free of it): it agrees with GPAW's own ``compiled_with_sl``, and an extension
+    without the BLACS wrappers, or none, means no ScaLAPACK."""
+    import importlib.machinery
+    import sys
+    from meltquench.calculators import gpaw_has_scalapack
+    gpaw_utilities = pytest.importorskip("gpaw.utilities")
+    assert gpaw_has_scalapack() == bool(gpaw_utilities.compiled_with_sl())
+    fake = tmp_path / ("_gpaw" + importlib.machinery.EXTENSION_SUFFIXES[0])
+    fake.write_bytes(b"\x7fELF built without ScaLAPACK: dgemm_ dsyevd_")
+    monkeypatch.setattr(sys, "path", [str(tmp_path)] + sys.path)
+    monkeypatch.delitem(sys.modules, "_gpaw", raising=False)
+    assert gpaw_has_scalapack() is False
+    fake.write_bytes(b"\x7fELF Cblacs_gridinit_ numroc_")
+    assert gpaw_has_scalapack() is True
+    monkeypatch.setattr(sys, "path", [str(tmp_path / "nowhere")])
+    assert gpaw_has_scalapack() is False
+
+
 def test_antiferromagnetic_start_alternates_by_layer_along_c():
     """``magnetic_order: antiferro-c``: the V moments alternate in sign from one buckled
     honeycomb layer to the next along c (corundum: 6 layers of 2 V per hexagonal cell), so

@@ -280,12 +280,20 @@ BAND_PARALLEL_FROM_ATOMS = 150
 
 
 def gpaw_has_scalapack():
-    """Whether the installed GPAW was built with ScaLAPACK (False if GPAW is missing)."""
+    """Whether the installed GPAW was built with ScaLAPACK (False if GPAW is missing).
+
+    Read from GPAW's compiled extension ``_gpaw`` without importing GPAW, so that a dry run
+    stays free of it: GPAW compiles its BLACS wrappers (``c/blacs.c``) only with ScaLAPACK,
+    and they call ``Cblacs_gridinit``."""
+    import importlib.util
     try:
-        from gpaw.utilities import compiled_with_sl
-    except ImportError:
+        spec = importlib.util.find_spec("_gpaw")
+    except (ImportError, ValueError):
         return False
-    return bool(compiled_with_sl())
+    if spec is None or not spec.origin or not os.path.isfile(spec.origin):
+        return False
+    with open(spec.origin, "rb") as extension:
+        return b"Cblacs_gridinit" in extension.read()
 
 
 def choose_parallel(settings, natoms, ranks, scalapack=None):
@@ -305,7 +313,6 @@ def choose_parallel(settings, natoms, ranks, scalapack=None):
             or natoms is None or natoms < BAND_PARALLEL_FROM_ATOMS):
         return None
     if scalapack is None:
-        setup_gpaw_mpi()  # before anything imports gpaw.mpi
         scalapack = gpaw_has_scalapack()
     return {"band": 2} if scalapack else None
 
