@@ -23,6 +23,7 @@ again in :func:`make_gpaw`.
 Units are ASE's: eV, Å; the smearing ``width`` is in eV, ``ecut`` in eV.
 """
 import copy
+import importlib.util
 import os
 import sys
 from dataclasses import dataclass, replace
@@ -285,7 +286,6 @@ def gpaw_has_scalapack():
     Read from GPAW's compiled extension ``_gpaw`` without importing GPAW, so that a dry run
     stays free of it: GPAW compiles its BLACS wrappers (``c/blacs.c``) only with ScaLAPACK,
     and they call ``Cblacs_gridinit``."""
-    import importlib.util
     try:
         spec = importlib.util.find_spec("_gpaw")
     except (ImportError, ValueError):
