@@ -3,6 +3,8 @@
 Every function works the same with one rank and without mpi4py installed: ``get_comm()`` then
 returns a :class:`SerialComm` with the few methods the kernels use.
 """
+import time
+
 import numpy as np
 
 
@@ -48,6 +50,38 @@ def get_comm(comm=None):
     except ImportError:  # mpi4py is optional for the kernels
         return SerialComm()
     return MPI.COMM_WORLD
+
+
+def node_size(comm=None):
+    """Collective: how many ranks of ``comm`` share this rank's node (1 without MPI)."""
+    comm = get_comm(comm)
+    if comm.Get_size() == 1 or not hasattr(comm, "Split_type"):
+        return 1
+    from mpi4py import MPI
+    node = comm.Split_type(MPI.COMM_TYPE_SHARED)
+    try:
+        return node.Get_size()
+    finally:
+        node.Free()
+
+
+def wait_for_root(comm=None, poll_s=0.001):
+    """Collective: return once rank 0 has called it; the other ranks wait asleep.
+
+    MPI's blocking calls spin while they wait (OpenMPI polls at 100 % of a core), so ranks
+    that only wait for rank 0 (a machine-learned model runs there alone) would take the cores
+    rank 0's threads need. Here they poll a non-blocking barrier every ``poll_s`` seconds and
+    sleep in between; rank 0 passes straight through once the others have arrived.
+    """
+    comm = get_comm(comm)
+    if comm.Get_size() == 1 or not hasattr(comm, "Ibarrier"):
+        return
+    request = comm.Ibarrier()
+    if comm.Get_rank() == 0:
+        request.Wait()
+        return
+    while not request.Test():
+        time.sleep(poll_s)
 
 
 def is_root(comm=None):

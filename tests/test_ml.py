@@ -129,6 +129,16 @@ def test_thread_count_follows_the_key_then_omp_num_threads(monkeypatch):
         MLSettings(threads=0)
 
 
+def test_under_mpi_the_model_rank_takes_the_node_ranks_cores(monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    cores = os.cpu_count()
+    assert MLSettings().thread_count(node_ranks=2) == min(2, cores)
+    assert MLSettings().thread_count(node_ranks=10 * cores) == cores  # never beyond the node
+    assert MLSettings(threads=1).thread_count(node_ranks=2) == 1  # a given count is kept
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    assert MLSettings().thread_count(node_ranks=1) == 2
+
+
 def test_a_checkpoint_of_ones_own_is_read_as_weights_only(tmp_path, models):
     from chgnet.model import CHGNet
     net = CHGNet.load(verbose=False)
@@ -224,6 +234,37 @@ def test_mpi_ranks_get_the_serial_forces(tmp_path, mpirun, models, engine):
         assert np.array_equal(forces[rank], forces[0])  # bit for bit on every rank
         assert np.abs(forces[rank] - atoms.get_forces()).max() < 1e-5
         assert energies[rank] == pytest.approx(atoms.get_potential_energy(), abs=1e-5)
+
+
+WAIT_SCRIPT = """
+import sys, time
+import numpy as np
+import torch
+from mpi4py import MPI
+from meltquench.calculators import MLCalculator
+from meltquench.kernels.parallel import wait_for_root
+comm = MPI.COMM_WORLD
+MLCalculator("chgnet", {})  # threads: null
+threads = torch.get_num_threads() if comm.rank == 0 else 0
+comm.Barrier()
+cpu, wall = time.process_time(), time.time()
+if comm.rank == 0:
+    time.sleep(1.5)  # rank 0 runs the model; the others wait for it
+wait_for_root(comm)
+out = comm.gather((threads, time.process_time() - cpu, time.time() - wall))
+if comm.rank == 0:
+    np.save(sys.argv[1], np.array(out))
+"""
+
+
+def test_under_mpi_the_other_ranks_wait_asleep_and_rank_0_takes_their_cores(tmp_path, mpirun):
+    script = tmp_path / "wait.py"
+    script.write_text(WAIT_SCRIPT)
+    mpirun(["python", str(script), str(tmp_path / "out.npy")], np=2)  # OMP_NUM_THREADS=1
+    (threads, _, _), (_, cpu_waiting, wall_waiting) = np.load(tmp_path / "out.npy")
+    assert threads == min(2, os.cpu_count())
+    assert wall_waiting > 1.4  # rank 1 did wait for rank 0 ...
+    assert cpu_waiting < 0.5  # ... without spinning (MPI's blocking barrier: about 1.5 s)
 
 
 def test_replicas_under_mpi_each_load_their_model_and_equal_serial_runs(tmp_path, mpirun):

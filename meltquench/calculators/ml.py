@@ -23,11 +23,15 @@ numbers, strings and numpy arrays only, never code (both packages' own loaders u
 anything, which a file a user may have received must not be given). A checkpoint that needs
 more is refused with one line.
 
-The torch thread count is ``calculator.ml.threads``, else ``OMP_NUM_THREADS``, else 1. Under
-MPI the model runs on rank 0 of the calculator's communicator and the results are broadcast,
-so every rank integrates the same forces bit for bit (torch's threaded reductions need not
-agree between processes); with replicas each replica group has its own model on its own rank
-0, so give ML runs one rank per replica.
+Under MPI the model runs on rank 0 of the calculator's communicator and the results are
+broadcast, so every rank integrates the same forces bit for bit (torch's threaded reductions
+need not agree between processes); with replicas each replica group has its own model on its
+own rank 0, so give ML runs one rank per replica. The other ranks wait for rank 0 asleep
+(:func:`~meltquench.kernels.parallel.wait_for_root`), not spinning in MPI, and rank 0 takes
+their cores as torch threads: ``calculator.ml.threads`` if given, else ``OMP_NUM_THREADS``
+(else 1) times the ranks of the communicator on rank 0's node, at most the node's cores. So
+``mpirun -np 2`` on a 2-core machine runs the model on 2 threads, and the GPAW finish that
+follows on 2 ranks.
 """
 import contextlib
 import io
@@ -43,7 +47,7 @@ import numpy as np
 from ase.calculators.calculator import Calculator, all_changes
 
 from ..errors import UserError
-from ..kernels.parallel import get_comm
+from ..kernels.parallel import get_comm, node_size, wait_for_root
 from .base import Settings, setting, suggest
 
 #: The machine-learned engines ``calculator.name`` may be.
@@ -82,7 +86,8 @@ class MLSettings(Settings):
     modal: Optional[str] = setting(
         None, "fidelity of a multi-fidelity SevenNet model (7net-mf-0: e.g. PBE)")
     threads: Optional[int] = setting(
-        None, "torch threads per process; null: OMP_NUM_THREADS, else 1")
+        None, "torch threads of the rank that runs the model; null: OMP_NUM_THREADS (else 1) "
+        "times the ranks on its node, which wait asleep meanwhile (at most the node's cores)")
 
     def __post_init__(self):
         super().__post_init__()
@@ -93,14 +98,18 @@ class MLSettings(Settings):
         """The model name or path ``engine`` loads (its default where none is given)."""
         return self.model or DEFAULT_MODEL[engine]
 
-    def thread_count(self):
-        """Torch threads: ``threads``, else ``OMP_NUM_THREADS``, else 1."""
+    def thread_count(self, node_ranks=1):
+        """Torch threads: ``threads``, else ``OMP_NUM_THREADS`` (else 1) times ``node_ranks``
+        (the ranks whose cores the model's rank may use), at most ``os.cpu_count()``."""
         if self.threads is not None:
             return self.threads
         try:
-            return max(1, int(os.environ.get("OMP_NUM_THREADS", "1")))
+            per_rank = max(1, int(os.environ.get("OMP_NUM_THREADS", "1")))
         except ValueError:
-            return 1
+            per_rank = 1
+        if node_ranks <= 1:
+            return per_rank
+        return max(1, min(per_rank * int(node_ranks), os.cpu_count() or 1))
 
     def describe(self, engine):
         model = self.model_for(engine)
@@ -223,10 +232,11 @@ class MLCalculator(Calculator):
         self.comm = get_comm(comm)
         self.model_name = self.settings.model_for(engine)
         self._inner = None
+        node_ranks = node_size(self.comm) if self.settings.threads is None else 1
         if self._is_root():
             import_engine(engine)
             import torch
-            torch.set_num_threads(self.settings.thread_count())
+            torch.set_num_threads(self.settings.thread_count(node_ranks))
             self._inner = self._build()
 
     def _is_root(self):
@@ -249,6 +259,7 @@ class MLCalculator(Calculator):
             except Exception as err:  # every rank raises it, none waits in bcast
                 results = err
         if self.comm.Get_size() > 1:
+            wait_for_root(self.comm)  # asleep: rank 0's threads have the cores
             results = self.comm.bcast(results, root=0)
         if isinstance(results, Exception):
             raise results
