@@ -75,8 +75,10 @@ def gpaw_layout(settings, n_atoms, ranks):
 def mpi_speedup(settings, ranks, n_atoms):
     """How many times faster a step of calculator ``settings`` on ``n_atoms`` atoms runs on
     ``ranks`` MPI ranks than on one: Amdahl's law with :data:`GPAW_SERIAL_SHARE` for GPAW; 1
-    for the rest (the ML models run on rank 0 of their communicator, tblite and the pair
-    potential on every rank alike)."""
+    for the rest (the ML models run on rank 0 of their communicator, with the node's other
+    ranks' cores as torch threads, a gain not counted here: 1.3-1.5x per call on 2 threads in
+    benchmarks/bench_ml.py, less per MD step; tblite and the pair potential run on every rank
+    alike)."""
     settings = calculators.CalculatorSettings.from_dict(settings)
     if ranks <= 1 or settings.name != "gpaw":
         return 1.0
