@@ -110,24 +110,30 @@ class DensityMatrixExtrapolation:
         coefficients = self.COEFFICIENTS[order]
         for u, wfs in enumerate(self._wave_functions()):
             rho = sum(c * rhos[u] for c, (_, rhos) in zip(coefficients, reversed(self.history)))
-            nbands = wfs.nbands
-            comm = getattr(wfs, "domain_band_comm", wfs.domain_comm)  # holders of these orbitals
-            if comm.rank == 0:
-                eig, vec = np.linalg.eigh(0.5 * (rho + rho.T))
-                keep = np.sort(np.argsort(-np.abs(eig))[:nbands])
-                f_n = np.ascontiguousarray(eig[keep])
-                C_nM = np.ascontiguousarray(vec[:, keep].T)
-            else:
-                f_n = np.empty(nbands)
-                C_nM = np.empty((nbands, rho.shape[0]))
-            comm.broadcast(f_n, 0)
-            comm.broadcast(C_nM, 0)
-            n1, n2 = ((0, nbands) if wfs.C_nM.dist.comm.size == 1
-                      else wfs.C_nM.dist.my_row_range())
-            wfs.C_nM.data[:] = C_nM[n1:n2]
-            wfs._occ_n = f_n / (wfs.weight * wfs.spin_degeneracy)
-            wfs._P_ani = None
+            self._set_start(wfs, rho)
         self.extrapolated += order > 0  # order 0 is the start GPAW itself would take
+
+    @staticmethod
+    def _set_start(wfs, rho):
+        """Make ``rho`` (symmetric, the full matrix on every rank) the start of ``wfs``'s next
+        SCF: its eigenvectors as orbitals and its eigenvalues as occupations."""
+        nbands = wfs.nbands
+        comm = getattr(wfs, "domain_band_comm", wfs.domain_comm)  # holders of these orbitals
+        if comm.rank == 0:
+            eig, vec = np.linalg.eigh(0.5 * (rho + rho.T))
+            keep = np.sort(np.argsort(-np.abs(eig))[:nbands])
+            f_n = np.ascontiguousarray(eig[keep])
+            C_nM = np.ascontiguousarray(vec[:, keep].T)
+        else:
+            f_n = np.empty(nbands)
+            C_nM = np.empty((nbands, rho.shape[0]))
+        comm.broadcast(f_n, 0)
+        comm.broadcast(C_nM, 0)
+        n1, n2 = ((0, nbands) if wfs.C_nM.dist.comm.size == 1
+                  else wfs.C_nM.dist.my_row_range())
+        wfs.C_nM.data[:] = C_nM[n1:n2]
+        wfs._occ_n = f_n / (wfs.weight * wfs.spin_degeneracy)
+        wfs._P_ani = None
 
     def get_state(self):
         """The history as plain data (positions in Å, density matrices, GPAW's Fermi levels
@@ -167,4 +173,92 @@ class DensityMatrixExtrapolation:
         fermi = state.get("fermi_levels")
         if fermi is not None:
             self.calc.dft.ibzwfs.fermi_levels = np.array(fermi, dtype=float)
+        return True
+
+
+class XLBOMDExtrapolation(DensityMatrixExtrapolation):
+    """Start each MD step's SCF from an auxiliary density matrix propagated as in
+    extended-Lagrangian Born-Oppenheimer MD with dissipation (Niklasson, Steneteg, Odell,
+    Bock, Challacombe, Tymczak, Holmström, Zheng and Weber, J. Chem. Phys. 130, 214109 (2009),
+    Table I, K = 5):
+
+        P(n+1) = 2 P(n) - P(n-1) + kappa (D(n) - P(n)) + alpha sum_k c_k P(n-k),
+
+    with ``D(n)`` the converged density matrix of step n and ``P(n)`` the auxiliary matrix its
+    SCF started from. The Verlet part is time-reversible, so the small errors of each SCF's
+    start do not add up to a systematic drift of the conserved quantity as the polynomial
+    extrapolation's can; the dissipation term (``alpha``, ``c_k``) damps the numerical noise
+    that would otherwise grow, at the cost of a tiny breach of reversibility (order dt^(2K-1)).
+    Each SCF still converges to the criteria: this sets its start, never its end point, and
+    with a converged ``D(n)`` the kernel is the identity (no instability from an unconverged
+    metal's response, which broke Kolafa's ASPC, benchmarks/README.md).
+
+    The auxiliary matrices are kept in the atomic-orbital basis, which moves with the atoms (as
+    the polynomial extrapolation's are). They start as ``K + 1`` copies of the first converged
+    density matrix and are reset to the newest one after a jump of the atoms (``max_step``).
+    :meth:`get_state` carries them, so a restarted run starts each SCF where the uninterrupted
+    run did.
+    """
+
+    K = 5
+    KAPPA = 1.82
+    ALPHA = 0.018
+    C = (-6.0, 14.0, -8.0, -3.0, 4.0, -1.0)  # c_0 (step n) ... c_5 (step n-5); they sum to 0
+
+    def __init__(self, calc, max_step=0.5):
+        super().__init__(calc, order=1, max_step=max_step)
+        self.order = 0  # the history keeps the newest converged step only (jump detection)
+        self.aux = []  # [[P per k-point/spin]] for steps n-K .. n+1, newest (the next start) last
+
+    def store(self):
+        """GPAW's 'converged' hook: keep D(n) and propagate the auxiliary matrices to n+1."""
+        if not self.enabled:
+            return
+        restarted = not self.history  # first SCF, or after a jump or a reset
+        super().store()
+        if not self.enabled or not self.history:
+            return
+        converged = self.history[-1][1]
+        if restarted or len(self.aux) < self.K + 1:
+            self.aux = [[r.copy() for r in converged] for _ in range(self.K + 1)]
+            return
+        # self.aux[-1] is P(n) (this step's start), self.aux[-1 - k] is P(n - k)
+        nxt = []
+        for u, d in enumerate(converged):
+            p = self.aux[-1][u]
+            new = 2.0 * p - self.aux[-2][u] + self.KAPPA * (d - p)
+            new += self.ALPHA * sum(c * self.aux[-1 - k][u] for k, c in enumerate(self.C))
+            nxt.append(new)
+        self.aux = self.aux[1:] + [nxt]
+
+    def move_atoms(self, atoms):
+        if self.enabled and self.history:
+            step = np.abs(atoms.positions - self.history[-1][0]).max()
+            if step > self.max_step:
+                self.history, self.aux = [], []
+        return super().move_atoms(atoms)
+
+    def _extrapolate(self):
+        if not self.aux:  # restored without auxiliary matrices: GPAW's own start, this once
+            return
+        for u, wfs in enumerate(self._wave_functions()):
+            self._set_start(wfs, self.aux[-1][u])
+        self.extrapolated += 1
+
+    def get_state(self):
+        state = super().get_state()
+        if state is not None:
+            state.update(scheme="xl", aux=[list(p) for p in self.aux])
+        return state
+
+    def set_state(self, state):
+        if not super().set_state(state):
+            return False
+        aux = state.get("aux")
+        shapes = [r.shape for r in self.history[-1][1]] if self.history else None
+        if not aux or shapes is None or any(
+                [np.shape(r) for r in mats] != shapes for mats in aux):
+            self.aux = []  # rebuilt from the next converged step
+            return True
+        self.aux = [[np.asarray(r, dtype=float) for r in mats] for mats in aux]
         return True

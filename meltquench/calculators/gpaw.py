@@ -36,7 +36,7 @@ from ase.data import atomic_numbers
 
 from ..errors import UserError
 from .base import Settings, inner_calculators, setting
-from .extrapolation import DensityMatrixExtrapolation
+from .extrapolation import DensityMatrixExtrapolation, XLBOMDExtrapolation
 
 #: Keys of ``mixer`` accepted with ``backend: md-pulay`` (:class:`~.mdpulay.MDPulay`'s arguments).
 MD_PULAY_KEYS = ("beta", "nmaxold", "weight", "keep", "sigma")
@@ -108,9 +108,10 @@ class GPAWSettings(Settings):
     scf_stagnation: int = setting(
         25, "give an SCF up (then the fallback settings retry the step) when its density error "
         "has not halved in this many iterations (0: never; see calculators/stagnation.py)")
-    extrapolation: int = setting(
-        2, "order of the density-matrix extrapolation that starts each MD step's SCF (0 off, "
-        "1 linear, 2 quadratic; LCAO, Gamma point)")
+    extrapolation: Union[int, str] = setting(
+        2, "how each MD step's SCF starts (LCAO, Gamma point): 0 GPAW's own start, 1 or 2 the "
+        "density matrix extrapolated linearly or quadratically, 'xl' an auxiliary density "
+        "matrix propagated time-reversibly as in extended-Lagrangian BOMD (Niklasson 2009)")
     parallel: Optional[Union[str, dict]] = setting(
         "auto", "GPAW's parallel dict, e.g. {band: 2} (the LCAO eigensolver in ScaLAPACK) or "
         "{domain: 4, band: 2}; null: GPAW's own choice (domain decomposition); 'auto': "
@@ -128,8 +129,8 @@ class GPAWSettings(Settings):
                 or self.scf_stagnation < 0):
             raise UserError(f"calculator.gpaw.scf_stagnation must be a whole number >= 0 "
                             f"(0: off), got {self.scf_stagnation!r}")
-        if self.extrapolation not in (0, 1, 2):
-            raise UserError(f"calculator.gpaw.extrapolation must be 0, 1 or 2, "
+        if isinstance(self.extrapolation, bool) or self.extrapolation not in (0, 1, 2, "xl"):
+            raise UserError(f"calculator.gpaw.extrapolation must be 0, 1, 2 or 'xl', "
                             f"got {self.extrapolation!r}")
         if not (self.parallel is None or self.parallel == "auto"
                 or isinstance(self.parallel, dict)):
@@ -358,8 +359,9 @@ def make_gpaw(settings, *, directory, comm=None, natoms=None):
             kw["parallel"] = parallel
     calc = GPAW(**kw)
     if settings.extrapolation and kw["mode"] == "lcao" and not getattr(calc, "old", True):
-        calc.meltquench_extrapolation = DensityMatrixExtrapolation(
-            calc, order=settings.extrapolation)
+        calc.meltquench_extrapolation = (
+            XLBOMDExtrapolation(calc) if settings.extrapolation == "xl"
+            else DensityMatrixExtrapolation(calc, order=settings.extrapolation))
     return calc
 
 
