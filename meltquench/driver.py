@@ -55,8 +55,8 @@ from .kernels.parallel import allreduce_max, get_comm
 from .model import (MIN_DISTANCE_A, apply_defect_recipe, build_model, check_model,
                     composition_text, relax_region)
 from .observers import (MDLogWriter, StepRecord, StepRecorder, TrajectoryWriter,
-                        conserved_drift, drift_text, temperature_tracking,
-                        tracking_text)
+                        conserved_drift, drift_text, temperature_tracking, tracking_text,
+                        width_changes)
 from .plan import run_plan_text
 from .progress import Progress, StopFlag
 from .structures import fixed_mask, min_distance
@@ -467,12 +467,21 @@ class MeltQuench:
 
     # ---- after the programme
     def report_drift(self, atoms):
-        """Print the drift of the conserved quantity per stage (from ``md.log``, rank 0). It
-        includes the smearing's changes where the width follows a ramp: compare the melt and
-        the final hold, where it is constant."""
+        """Print the drift of the conserved quantity per stage (from ``md.log``, rank 0).
+        Where the smearing width follows a ramp, the work of its changes is taken out for
+        Fermi-Dirac smearing (:func:`~meltquench.observers.smearing_work`), and the line says
+        so; for other smearing functions it stays in, and the line says that."""
         if self.is_root:
             mobile = len(atoms) - int(fixed_mask(atoms).sum())
-            self.say(drift_text(conserved_drift(self.path("md.log"), mobile)))
+            log = self.path("md.log")
+            fermi_dirac = any(calculators.fermi_dirac_smearing(c) for c in
+                              (self.cfg.calculator, self.cfg.finish.calculator) if c)
+            note = ""
+            if width_changes(log):
+                note = ("the work of the smearing width's changes taken out (Fermi-Dirac); "
+                        "md.log's E_conserved_eV includes it" if fermi_dirac else
+                        "includes the smearing width's changes: compare stages of constant width")
+            self.say(drift_text(conserved_drift(log, mobile, fermi_dirac=fermi_dirac), note))
             line, warnings = tracking_text(temperature_tracking(self.path("md.log")))
             for text in [line] + warnings:
                 self.say(text)

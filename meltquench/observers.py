@@ -132,29 +132,62 @@ def read_md_log(path):
     return out
 
 
-def conserved_drift(md_log, n_mobile):
+def smearing_work(log):
+    """The work (eV) done on the electrons by the changes of the Fermi-Dirac smearing width
+    up to each row of an ``md.log`` (:func:`read_md_log` output): ``W_n = sum_k dF/dsigma
+    (sigma_(k+1) - sigma_k)`` over the steps before row n, with ``dF/dsigma = -S`` (Mermin:
+    at self-consistency the free energy's derivative with respect to the width is minus the
+    dimensionless entropy, the Hellmann-Feynman theorem for the parameter sigma) and
+    ``sigma S = 2 (E - F)``, since the energy extrapolated to zero width is ``E = F + sigma S
+    / 2`` for Fermi-Dirac occupations (GPAW's ``energy``, VASP's ``energy(sigma->0)``; the
+    ``E_pot_eV`` column, ``F_free_eV`` the free energy). Trapezoidal in sigma between two
+    steps. Rows without a width (NaN: no smearing, e.g. an ML stage) add nothing.
+
+    The forces of a smeared DFT step derive from F at that step's width, so where the width
+    follows a temperature ramp (``electronic_temperature: follow``) F + E_kin moves with the
+    width as well as with the integrator's error: ``E_conserved - W`` takes the width's part
+    out. Not valid for other smearing functions (their E - F is not sigma S / 2)."""
+    width = np.asarray(log["width_eV"], float)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        entropy = 2.0 * (np.asarray(log["E_pot_eV"]) - np.asarray(log["F_free_eV"])) / width
+    step = -0.5 * (entropy[1:] + entropy[:-1]) * np.diff(width)
+    step[~np.isfinite(step)] = 0.0
+    return np.concatenate([[0.0], np.cumsum(step)])
+
+
+def conserved_drift(md_log, n_mobile, fermi_dirac=False):
     """Drift of the conserved quantity per stage of an ``md.log``: ``{stage: (meV per mobile
     atom per ps, ps)}``, the slope of a least-squares line through ``E_conserved_eV`` against
-    ``time_fs`` (stages with fewer than 3 steps are left out)."""
+    ``time_fs`` (stages with fewer than 3 steps are left out). With ``fermi_dirac`` (the run's
+    smearing is Fermi-Dirac) the work of the smearing width's changes is taken out first
+    (:func:`smearing_work`): what is left is the dynamics' own drift, in the ramps too."""
     log = read_md_log(md_log)
+    conserved = log["E_conserved_eV"] - (smearing_work(log) if fermi_dirac else 0.0)
     stages = np.array(log["stage"], dtype=object)
     out = {}
     for name in dict.fromkeys(log["stage"]):
         sel = stages == name
         if sel.sum() < 3:
             continue
-        x, y = log["time_fs"][sel], log["E_conserved_eV"][sel]
+        x, y = log["time_fs"][sel], conserved[sel]
         slope = np.polyfit(x, y, 1)[0]  # eV per fs
         out[name] = (slope * 1e3 * 1e3 / max(n_mobile, 1), (x[-1] - x[0]) / 1e3)
     return out
 
 
-def drift_text(drift):
+def width_changes(md_log):
+    """True if the smearing width of an ``md.log`` changes from one step to another."""
+    width = read_md_log(md_log)["width_eV"]
+    width = width[np.isfinite(width)]
+    return width.size > 1 and bool(np.ptp(width) > 0)
+
+
+def drift_text(drift, note=""):
     """One line: ``E_conserved drift (meV/atom/ps, linear fit per stage): heat +1.2 (0.02 ps),
-    ...``."""
+    ...``, and ``note`` (what was taken out) after the figures, in brackets."""
     parts = [f"{name} {rate:+.3g} ({ps:.3g} ps)" for name, (rate, ps) in drift.items()]
     return ("E_conserved drift (meV per mobile atom per ps, linear fit per stage): "
-            + (", ".join(parts) if parts else "too few steps"))
+            + (", ".join(parts) if parts else "too few steps") + (f" [{note}]" if note else ""))
 
 
 #: A stage whose mean kinetic temperature is further than this from its mean target (relative)

@@ -289,3 +289,27 @@ def test_a_second_signal_stops_at_once_and_the_restart_continues_exactly(tmp_pat
     part = driver.restart(tmp_path / "run").atoms
     assert np.array_equal(full.positions, part.positions)
     assert np.array_equal(full.get_momenta(), part.get_momenta())
+
+
+def test_the_smearing_widths_work_is_exact_for_a_free_energy_quadratic_in_the_width():
+    """F(sigma) = F0 - a sigma^2 has S = -dF/dsigma = 2 a sigma and E = F + sigma S / 2 = F0
+    (Fermi-Dirac's zero-width extrapolation): along a width ramp at rest the work is
+    F(sigma_n) - F(sigma_0) exactly (trapezoidal in sigma is exact for S linear in sigma),
+    so F - W stays at F0 - a sigma_0^2. Rows without a width add nothing."""
+    from meltquench.calculators import CalculatorSettings, fermi_dirac_smearing
+    from meltquench.observers import smearing_work
+    a, f0 = 7.0, -100.0
+    sigma = np.array([0.05, 0.08, 0.13, 0.2, 0.345, 0.345, np.nan, 0.3])
+    free = f0 - a * sigma**2
+    log = {"width_eV": sigma, "E_pot_eV": np.full_like(sigma, f0), "F_free_eV": free}
+    work = smearing_work(log)
+    np.testing.assert_allclose(work[:6], free[:6] - free[0], atol=1e-12)
+    assert work[6] == work[7] == work[5]  # across a row with no width: no work
+    assert fermi_dirac_smearing({"name": "gpaw"})
+    assert fermi_dirac_smearing({"name": "gpaw", "gpaw": {"occupations": None,
+                                                          "electronic_temperature": "fixed"}})
+    assert not fermi_dirac_smearing({"name": "gpaw", "gpaw": {"occupations": {
+        "name": "marzari-vanderbilt", "width": 0.1}}})
+    assert fermi_dirac_smearing({"name": "vasp"})
+    assert not fermi_dirac_smearing({"name": "pair"}) and not fermi_dirac_smearing(None)
+    assert isinstance(CalculatorSettings.from_dict({"name": "pair"}), CalculatorSettings)

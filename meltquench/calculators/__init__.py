@@ -311,6 +311,21 @@ def smearing_width_of(calc):
     return float("nan")
 
 
+def fermi_dirac_smearing(settings):
+    """True if the calculator of ``settings`` smears its occupations with the Fermi-Dirac
+    function: GPAW with ``occupations`` named ``fermi-dirac`` (or GPAW's own default, which is
+    Fermi-Dirac), VASP with ``ISMEAR = -1``. Only then is ``E - F = sigma S / 2``, which
+    :func:`meltquench.observers.smearing_work` needs."""
+    s = CalculatorSettings.from_dict(settings) if settings else None
+    if s is None:
+        return False
+    if s.name == "gpaw":
+        return (s.gpaw.occupations or {}).get("name", "fermi-dirac") == "fermi-dirac"
+    if s.name == "vasp":
+        return s.vasp.ismear == -1
+    return False
+
+
 def describe(settings):
     """One line naming the engine and its dispersion, e.g.
     ``GPAW LCAO sz(dzp), PBE, U 3.25 eV on V d, D3(BJ)``."""

@@ -425,7 +425,8 @@ def scf_memory(calc, comm):
     result is complete on rank 0 only.
 
     Size: the extrapolation keeps ``(order + 1) * spins`` matrices of ``M**2`` doubles for M
-    atomic orbitals (0.26 GB at the paper's 240 atoms in dzp, M = 3,312, order 2), the mixer
+    atomic orbitals (0.26 GB at the paper's 240 atoms in dzp, M = 3,312, order 2; ``xl``
+    keeps seven per spin, 0.61 GB), the mixer
     up to ``nmaxold - 1`` pairs of two grid arrays (0.17 GB there on a 44x44x140 grid)."""
     memory = {}
     for extrapolation, mixer in _scf_memories(calc):
