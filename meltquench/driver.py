@@ -481,7 +481,16 @@ class MeltQuench:
                 note = ("the work of the smearing width's changes taken out (Fermi-Dirac); "
                         "md.log's E_conserved_eV includes it" if fermi_dirac else
                         "includes the smearing width's changes: compare stages of constant width")
-            self.say(drift_text(conserved_drift(log, mobile, fermi_dirac=fermi_dirac), note))
+            drift = conserved_drift(log, mobile, fermi_dirac=fermi_dirac)
+            self.say(drift_text(drift, note))
+            rundir.write_atomic(self.path("drift.json"), json.dumps({
+                "quantity": "drift of the MD's conserved quantity, least-squares slope per stage",
+                "units": {"drift": "meV per mobile atom per ps", "ps": "ps"},
+                "mobile_atoms": mobile,
+                "smearing_work_taken_out": bool(fermi_dirac and width_changes(log)),
+                "note": note,
+                "stages": {name: {"drift": float(rate), "ps": float(ps)}
+                           for name, (rate, ps) in drift.items()}}, indent=1).encode() + b"\n")
             line, warnings = tracking_text(temperature_tracking(self.path("md.log")))
             for text in [line] + warnings:
                 self.say(text)

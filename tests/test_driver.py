@@ -1,4 +1,6 @@
 """The melt-quench driver on the fast pair potential: schedule, fixed atoms, restart, outputs."""
+import json
+
 import numpy as np
 import pytest
 import yaml
@@ -231,6 +233,9 @@ def test_every_run_reports_the_drift_of_its_conserved_quantity(tmp_path, capsys)
     assert drift["melt"][0] == pytest.approx(slope, rel=1e-6, abs=1e-9)
     assert f"melt {drift['melt'][0]:+.3g}" in line
     assert all(abs(rate) < 50.0 for rate, _ in drift.values())  # meV/atom/ps, 2 fs NVE
+    saved = json.loads((tmp_path / "run" / "drift.json").read_text())
+    assert saved["stages"]["melt"]["drift"] == pytest.approx(drift["melt"][0], rel=1e-12)
+    assert saved["mobile_atoms"] == 10 and saved["smearing_work_taken_out"] is False
 
 
 @pytest.mark.parametrize("thermostat", ["nhc", "bussi"])
