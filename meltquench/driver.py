@@ -476,8 +476,9 @@ class MeltQuench:
             log = self.path("md.log")
             fermi_dirac = any(calculators.fermi_dirac_smearing(c) for c in
                               (self.cfg.calculator, self.cfg.finish.calculator) if c)
+            ramps = width_changes(log)
             note = ""
-            if width_changes(log):
+            if ramps:
                 note = ("the work of the smearing width's changes taken out (Fermi-Dirac); "
                         "md.log's E_conserved_eV includes it" if fermi_dirac else
                         "includes the smearing width's changes: compare stages of constant width")
@@ -487,11 +488,11 @@ class MeltQuench:
                 "quantity": "drift of the MD's conserved quantity, least-squares slope per stage",
                 "units": {"drift": "meV per mobile atom per ps", "ps": "ps"},
                 "mobile_atoms": mobile,
-                "smearing_work_taken_out": bool(fermi_dirac and width_changes(log)),
+                "smearing_work_taken_out": bool(fermi_dirac and ramps),
                 "note": note,
                 "stages": {name: {"drift": float(rate), "ps": float(ps)}
                            for name, (rate, ps) in drift.items()}}, indent=1).encode() + b"\n")
-            line, warnings = tracking_text(temperature_tracking(self.path("md.log")))
+            line, warnings = tracking_text(temperature_tracking(log))
             for text in [line] + warnings:
                 self.say(text)
 

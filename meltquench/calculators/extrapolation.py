@@ -214,7 +214,7 @@ class XLBOMDExtrapolation(DensityMatrixExtrapolation):
         """GPAW's 'converged' hook: keep D(n) and propagate the auxiliary matrices to n+1."""
         if not self.enabled:
             return
-        restarted = not self.history  # first SCF, or after a jump or a reset
+        restarted = not self.history  # first SCF, or after a jump (move_atoms empties it)
         super().store()
         if not self.enabled or not self.history:
             return
@@ -230,13 +230,6 @@ class XLBOMDExtrapolation(DensityMatrixExtrapolation):
             new += self.ALPHA * sum(c * self.aux[-1 - k][u] for k, c in enumerate(self.C))
             nxt.append(new)
         self.aux = self.aux[1:] + [nxt]
-
-    def move_atoms(self, atoms):
-        if self.enabled and self.history:
-            step = np.abs(atoms.positions - self.history[-1][0]).max()
-            if step > self.max_step:
-                self.history, self.aux = [], []
-        return super().move_atoms(atoms)
 
     def _extrapolate(self):
         if not self.aux:  # restored without auxiliary matrices: GPAW's own start, this once
