@@ -12,6 +12,11 @@ import sys
 import textwrap
 from pathlib import Path
 
+# numba colours its error messages through colorama, whose exit handler then writes an ANSI
+# reset (ESC[0m) to a stdout it takes for a terminal: under mpirun every rank's is a pseudo-
+# terminal, so batch logs got stray escape lines. Set before numba is first imported.
+os.environ.setdefault("NUMBA_DISABLE_ERROR_MESSAGE_HIGHLIGHTING", "1")
+
 from ase.config import cfg as ase_cfg
 from ase.io import write
 
