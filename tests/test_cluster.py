@@ -135,3 +135,12 @@ def test_dry_run_of_the_paper_preset_never_touches_the_calculator(tmp_path):
                  "MD steps 9000", "18 ps", "estimated cost", "parallel layout", "U 3.25 eV"):
         assert word in out, word
     assert not (tmp_path / "runs").exists()
+
+
+def test_a_run_under_mpirun_writes_plain_lines_without_escape_codes(tmp_path):
+    """Batch logs are plain text: under mpirun every rank's stdout is a pseudo-terminal, and
+    numba's error colouring (colorama) would write an ANSI reset to it at exit."""
+    proc = run_mpi(["python", "-m", "meltquench.cli", "run", "--set", "calculator.name=pair",
+                    "--set", "dynamics.relax_steps=2", "-o", str(tmp_path / "run")], np=2)
+    assert "Done:" in proc.stdout
+    assert "\x1b" not in proc.stdout + proc.stderr
