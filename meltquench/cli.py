@@ -10,6 +10,7 @@ import argparse
 import os
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 # numba colours its error messages through colorama, whose exit handler then writes an ANSI
@@ -600,6 +601,28 @@ def _rank():
         return 0, 1
 
 
+def _hold_until_rank0_printed(size, seconds=10.0):
+    """Under mpirun, keep every rank from exiting until rank 0 has printed the error: mpirun
+    ends the job at the first non-zero exit, and a rank that got there first took rank 0's
+    line with it (seen with the cores busy). All ranks meet in a non-blocking barrier (MPI is
+    started here if it was not: every rank found the same bad input); a rank whose error the
+    others did not find gives up waiting after ``seconds``."""
+    if size < 2:
+        return
+    sys.stdout.flush()
+    sys.stderr.flush()
+    try:
+        from mpi4py import MPI
+    except ImportError:
+        return
+    if not MPI.Is_initialized() or MPI.Is_finalized():
+        return
+    request = MPI.COMM_WORLD.Ibarrier()
+    deadline = time.monotonic() + seconds
+    while not request.Test() and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
 def _parse_args(parser, argv):
     """``parser.parse_args(argv)``; no command means ``run``. Unknown arguments are reported
     with the command's help, which lists the known ones."""
@@ -621,10 +644,11 @@ def main(argv=None):
     except (UserError, RunStopped) as exc:
         if args is not None and args.debug:
             raise
-        rank, _ = _rank()
+        rank, size = _rank()
         if rank == 0:
             print(f"meltquench: error: {exc}" if isinstance(exc, UserError) else f"meltquench: {exc}",
                   file=sys.stderr)
+        _hold_until_rank0_printed(size)
         return exc.exit_code
     except KeyboardInterrupt:
         print("meltquench: interrupted", file=sys.stderr)
