@@ -492,7 +492,8 @@ class MeltQuench:
                 "note": note,
                 "stages": {name: {"drift": float(rate), "ps": float(ps)}
                            for name, (rate, ps) in drift.items()}}, indent=1).encode() + b"\n")
-            line, warnings = tracking_text(temperature_tracking(log))
+            line, warnings = tracking_text(temperature_tracking(log),
+                                           thermostat=self.cfg.dynamics.thermostat)
             for text in [line] + warnings:
                 self.say(text)
 

@@ -209,9 +209,22 @@ def temperature_tracking(md_log):
     return out
 
 
-def tracking_text(tracking, min_steps=20):
+#: What tightens each thermostat's coupling, for the warning of a stage it did not follow.
+TIGHTER_COUPLING = {
+    "nhc": "a smaller dynamics.tdamp_fs, or thermostat bussi (a Nose-Hoover chain on many "
+           "atoms lags a fast ramp)",
+    "bussi": "a smaller dynamics.taut_fs",
+    "berendsen": "a smaller dynamics.taut_fs",
+    "langevin": "a larger dynamics.friction_per_fs, or thermostat bussi",
+}
+
+
+def tracking_text(tracking, min_steps=20, thermostat=None):
     """``(line, warnings)``: mean T_kin against mean target per stage, and one warning per stage
-    of at least ``min_steps`` steps that missed its target by more than the tolerance."""
+    of at least ``min_steps`` steps that missed its target by more than the tolerance, saying
+    what tightens ``thermostat``'s coupling (a ``dynamics.thermostat`` name)."""
+    advice = TIGHTER_COUPLING.get(str(thermostat).lower(),
+                                  "a tighter thermostat coupling (see 'meltquench config --keys')")
     parts, warnings = [], []
     for name, (kin, target, n) in tracking.items():
         parts.append(f"{name} {kin:.0f}/{target:.0f}")
@@ -219,8 +232,7 @@ def tracking_text(tracking, min_steps=20):
             warnings.append(
                 f"WARNING: the thermostat did not follow the programme in stage {name}: mean "
                 f"T_kin {kin:.0f} K against a mean target of {target:.0f} K "
-                f"({kin / target - 1:+.0%}); a smaller dynamics.tdamp_fs, or thermostat bussi "
-                "(a Nose-Hoover chain on many atoms lags a fast ramp), or a longer stage")
+                f"({kin / target - 1:+.0%}); {advice}, or a longer stage")
     line = ("mean T_kin / T_target per stage (K): "
             + (", ".join(parts) if parts else "too few steps"))
     return line, warnings

@@ -260,9 +260,28 @@ def test_the_summary_says_when_the_thermostat_did_not_follow_the_programme(
     assert "mean T_kin / T_target per stage (K): heat" in out
     warned = "the thermostat did not follow the programme in stage heat" in out
     if thermostat == "nhc":
-        assert kin < 0.75 * target and warned
+        assert kin < 0.75 * target and warned and "a smaller dynamics.tdamp_fs" in out
     else:
         assert abs(kin / target - 1) < 0.1 and not warned
+
+
+@pytest.mark.parametrize("thermostat, key", [
+    ("bussi", "dynamics.taut_fs"), ("berendsen", "dynamics.taut_fs"),
+    ("nhc", "dynamics.tdamp_fs"), ("langevin", "dynamics.friction_per_fs")])
+def test_the_tracking_warning_names_the_coupling_of_the_thermostat_in_use(thermostat, key):
+    """A lagging stage's advice names the key that tightens the thermostat that ran (bussi's
+    time constant is taut_fs: tdamp_fs is the Nose-Hoover chain's, and changing it for a Bussi
+    run changes nothing); a stage within 10% of its target or of fewer than 20 steps is not
+    judged."""
+    from meltquench.observers import tracking_text
+    tracking = {"heat": (1769.0, 3264.0, 25), "melt": (6050.0, 6000.0, 200),
+                "final": (900.0, 300.0, 10)}
+    line, warnings = tracking_text(tracking, thermostat=thermostat)
+    assert line == "mean T_kin / T_target per stage (K): heat 1769/3264, melt 6050/6000, final 900/300"
+    assert len(warnings) == 1 and "stage heat" in warnings[0] and "(-46%)" in warnings[0]
+    assert key in warnings[0]
+    others = {"dynamics.taut_fs", "dynamics.tdamp_fs", "dynamics.friction_per_fs"} - {key}
+    assert not any(other in warnings[0] for other in others)
 
 
 def test_a_second_signal_stops_at_once_and_the_restart_continues_exactly(tmp_path):
