@@ -54,9 +54,9 @@ from .errors import Interrupted, RunawayDynamics, SCFFailure, UserError
 from .kernels.parallel import allreduce_max, get_comm
 from .model import (MIN_DISTANCE_A, apply_defect_recipe, build_model, check_model,
                     composition_text, relax_region)
-from .observers import (MDLogWriter, StepRecord, StepRecorder, TrajectoryWriter,
-                        conserved_drift, drift_text, temperature_tracking, tracking_text,
-                        width_changes)
+from .observers import (TIGHTER_COUPLING, MDLogWriter, StepRecord, StepRecorder,
+                        TrajectoryWriter, conserved_drift, drift_text, temperature_tracking,
+                        tracking_text, width_changes)
 from .plan import run_plan_text
 from .progress import Progress, StopFlag
 from .structures import fixed_mask, min_distance
@@ -430,11 +430,12 @@ class MeltQuench:
                 if dmin < MIN_DISTANCE_A:
                     problem = f"atoms {dmin:.3f} Å apart (below {MIN_DISTANCE_A} Å)"
         if problem:
+            coupling = TIGHTER_COUPLING.get(str(self.cfg.dynamics.thermostat).lower(),
+                                            "a tighter thermostat coupling")
             self.abort(RunawayDynamics, atoms, dyn, record.step,
                        f"runaway dynamics at step {record.step}: {problem}",
-                       "--restart after tightening the thermostat (dynamics.taut_fs, "
-                   "dynamics.friction_per_fs in config.yaml), or start a new run with a "
-                   "smaller dynamics.timestep_fs (a restart cannot change the time step)")
+                       f"--restart with {coupling} in config.yaml, or start a new run with "
+                       "a smaller dynamics.timestep_fs (a restart cannot change the time step)")
 
     def report_progress(self):
         record = self.recorder.record

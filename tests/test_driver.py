@@ -157,8 +157,12 @@ def test_runaway_dynamics_stop_with_a_checkpoint(tmp_path):
     # a guard far below the programme's temperatures trips at the first step
     cfg = fast_config("dynamics.max_temperature_factor=0.05")
     from meltquench.errors import RunawayDynamics
-    with pytest.raises(RunawayDynamics, match="checkpoint of step"):
+    with pytest.raises(RunawayDynamics, match="checkpoint of step") as stop:
         driver.run(cfg, run_dir=tmp_path / "run")
+    # the advice names the coupling key of the thermostat that ran
+    key = {"nhc": "tdamp_fs", "bussi": "taut_fs", "berendsen": "taut_fs",
+           "langevin": "friction_per_fs"}[cfg.dynamics.thermostat]
+    assert f"dynamics.{key}" in str(stop.value)
     state = read_checkpoint(tmp_path / "run")
     assert state["phase"] == "md" and state["step"] == 0
     initial = read(tmp_path / "run" / "initial.traj")
