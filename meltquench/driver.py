@@ -205,18 +205,18 @@ class MeltQuench:
         calculators.prepare_atoms(self.calculator_settings(step), atoms)
         atoms.calc = self.make_calculator(step, atoms)
         self.attached_finish = self.in_finish(step)
-        if step is not None:
-            self.follow_electrons(atoms, step)
+        self.follow_electrons(atoms, step)
 
     def follow_electrons(self, atoms, step):
-        """Set the smearing width for the target temperature of ``step``
-        (``electronic_temperature: follow``): the step's force call runs at it. A pure function
-        of the step, so a restart uses the widths of the uninterrupted run. A calculator the
-        user gave is left as it is."""
+        """Set the smearing width for the target temperature of ``step`` (None: the final
+        optimisation, at the programme's last temperature) (``electronic_temperature:
+        follow``): the step's force call runs at it. A pure function of the step, so a restart
+        uses the widths of the uninterrupted run. A calculator the user gave is left as it is."""
         if self.user_calculator(step) is not None:
             return
+        t_fs = (self.nsteps if step is None else step) * self.dt_fs
         calculators.set_electronic_temperature(atoms.calc, self.calculator_settings(step),
-                                               self.schedule.temperature(step * self.dt_fs))
+                                               self.schedule.temperature(t_fs))
 
     # ---- start and restart
     def start(self, atoms):

@@ -118,6 +118,41 @@ def test_the_electrons_follow_the_programme_and_the_final_optimisation_runs_cold
     assert cold < 0.01 and hot > 5 * cold, (cold, hot)
 
 
+def test_a_gpaw_finish_computes_cold_at_the_programmes_last_temperature(tmp_path):
+    """A finish calculator attached after the programme (the ML presets' GPAW finish) runs at
+    the width of the programme's last temperature (300 K: the 0.05 eV floor), not at its
+    occupations' width (0.3 eV, for the melt), as the run's own final optimisation does: its
+    forces are those of a fresh calculator at 0.05 eV. (It ran at 0.3 eV before session 20.)"""
+    from meltquench.calculators import make_calculator
+    gpaw = {"h": 0.25, "hubbard_u": {}, "occupations": {"name": "fermi-dirac", "width": 0.3},
+            "convergence": {"energy": 1e-6, "density": 1e-6, "eigenstates": 1e-10}}
+    run_dir = tmp_path / "run"
+    proc = subprocess.run(
+        [sys.executable, "-m", "meltquench.cli", "run", "--set",
+         "structure.builder=v2o3-rhombohedral", "--set", "structure.repeat=[1,1,1]",
+         "--set", "calculator.name=pair", "--set", "calculator.dispersion=null",
+         "--set", "schedule.heat_ps=0.004", "--set", "schedule.melt_ps=0",
+         "--set", "schedule.quench_ps=0.002", "--set", "schedule.final_ps=0",
+         "--set", "dynamics.final_relax=FIRE", "--set", "finish.relax_steps=0",
+         "--set", "analysis.enabled=false", "--set", "output.progress=log",
+         "--set", f"finish.calculator={{name: gpaw, dispersion: null, gpaw: {gpaw}}}",
+         "-o", str(run_dir)], capture_output=True, text=True, timeout=900, env=mpi_env())
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    final = read(run_dir / "final.traj")
+    forces = {}
+    for width in (0.05, 0.3):
+        atoms = final.copy()
+        atoms.calc = make_calculator(
+            {"name": "gpaw", "dispersion": None,
+             "gpaw": {**gpaw, "electronic_temperature": "fixed",
+                      "occupations": {"name": "fermi-dirac", "width": width}}},
+            directory=tmp_path / f"fresh-{width}")
+        forces[width] = atoms.get_forces()
+    cold = np.abs(final.get_forces() - forces[0.05]).max()
+    hot = np.abs(final.get_forces() - forces[0.3]).max()
+    assert cold < 0.01 and hot > 5 * cold, (cold, hot)
+
+
 def stopped_and_continued(folder, np=1, extra=()):
     """A run of ARGS stopped after its first step (``--stop-after``), then continued with
     ``--restart``, on ``np`` ranks."""
