@@ -305,11 +305,20 @@ ML_FINISH_SPIN = {"spinpol": True}
 #: (120 atoms: 43 iterations, 96.0 μB, about 20 eV lower; benchmarks/README.md).
 ML_FINISH_MIXER = {"backend": "msr1"}
 
+#: The ML presets' finish gives its SCF 40 iterations without a halving of the density error
+#: before it calls it stagnant (the MD default, 25, protects the next step of a run; a single
+#: point has none). Cold (0.05 eV) on session 20's ml-demo frame MSR1 creeps from 10^-3.2 at
+#: iteration 30 to 10^-4.05 at 74, where it converges; with 25 it was given up at 73
+#: (1.16e-4 against 1e-4) and retried from scratch (benchmarks/README.md).
+ML_FINISH_STAGNATION = 40
+
 
 def _ml(preset, **finish):
     """``preset`` with CHGNet (+ D3) dynamics and a GPAW finish of the same physics, spin-
-    polarised (:data:`ML_FINISH_SPIN`), mixed with :data:`ML_FINISH_MIXER`."""
-    gpaw = deep_merge(preset["calculator"]["gpaw"], {"mixer": ML_FINISH_MIXER})
+    polarised (:data:`ML_FINISH_SPIN`), mixed with :data:`ML_FINISH_MIXER`, given
+    :data:`ML_FINISH_STAGNATION` iterations before its SCF is called stagnant."""
+    gpaw = deep_merge(preset["calculator"]["gpaw"], {"mixer": ML_FINISH_MIXER,
+                                                     "scf_stagnation": ML_FINISH_STAGNATION})
     return deep_merge(preset, {
         "calculator": {"name": "chgnet"},
         "finish": {"calculator": {"name": "gpaw", "gpaw": gpaw, **ML_FINISH_SPIN},
@@ -380,7 +389,9 @@ PRESETS = {
                      "final_relax": "FIRE", "relax_fmax": 0.03, "relax_steps": 200},
         # GPAW as the demo has it (sz(dzp), h 0.25 Å), with the paper's U: one single point
         "finish": {"calculator": {"name": "gpaw", "gpaw": {"basis": "sz(dzp)", "h": 0.25,
-                                                           "mixer": ML_FINISH_MIXER},
+                                                           "mixer": ML_FINISH_MIXER,
+                                                           "scf_stagnation":
+                                                               ML_FINISH_STAGNATION},
                                   **ML_FINISH_SPIN},
                    "relax_steps": 0},
         "output": {"name": "ml-demo", "trajectory_interval": 5, "checkpoint_interval": 25},

@@ -260,14 +260,22 @@ def test_a_finish_converges_on_its_fallback_retry(tmp_path, monkeypatch, capsys)
 
 def test_ml_presets_finish_spin_polarised_and_the_plan_costs_two_spin_channels():
     """The ML presets' GPAW finish is spin-polarised (MPtrj, the models' training data, is),
-    with the ferromagnetic start; the plan charges a spin-polarised DFT step SPIN_FACTOR
-    times an unpolarised one and leaves other engines alone."""
+    with the ferromagnetic start, cold (the smearing follows the programme to its 0.05 eV
+    floor) and given 40 SCF iterations before it is called stagnant (the MD's 25 gave up a
+    converging cold finish one iteration short); the plan charges a spin-polarised DFT step
+    SPIN_FACTOR times an unpolarised one and leaves other engines alone."""
     from dataclasses import replace
+    from meltquench.config import ML_FINISH_STAGNATION
     from meltquench.plan import SPIN_FACTOR, step_cost_s
+    assert ML_FINISH_STAGNATION == 40
     for name in ("ml-demo", "paper-perfect-ml", "paper-defective-ml"):
         cfg = load_config(preset=name)
         assert cfg.finish.calculator.spinpol and cfg.finish.calculator.initial_magmoms["V"] == 2
+        finish = cfg.finish.calculator.gpaw
+        assert finish.scf_stagnation == 40 and finish.electronic_temperature == "follow"
+        assert finish.smearing_width(cfg.schedule.T_final_K) == 0.05
         assert not cfg.calculator.spinpol  # the model itself has no spin key
+    assert load_config(preset="paper-perfect").calculator.gpaw.scf_stagnation == 25  # the MD's
     gpaw = load_config(preset="ml-demo").finish.calculator
     assert step_cost_s(gpaw, 120) == pytest.approx(
         SPIN_FACTOR * step_cost_s(replace(gpaw, spinpol=False), 120))
