@@ -87,7 +87,6 @@ def test_the_electrons_follow_the_programme_and_the_final_optimisation_runs_cold
     and the final optimisation cold: its forces are those of a fresh calculator at 0.05 eV,
     not at the melt's width."""
     from ase import units
-    from meltquench.calculators import make_calculator
     run_dir = tmp_path / "run"
     proc = subprocess.run([sys.executable, "-m", "meltquench.cli", *ARGS,  # later --set wins
                            "--set", "schedule.quench_ps=0.002", "--set", "schedule.final_ps=0.002",
@@ -102,20 +101,27 @@ def test_the_electrons_follow_the_programme_and_the_final_optimisation_runs_cold
     width = np.array([float(r[names.index("width_eV")]) for r in rows])
     np.testing.assert_allclose(width, np.maximum(units.kB * target, 0.05), atol=6e-5)
     assert width.max() > 0.34 and width[0] == width[-1] == 0.05
-    final = read(run_dir / "final.traj")
-    forces = {}
-    for w in (0.05, width.max()):
-        atoms = final.copy()
-        atoms.calc = make_calculator(
-            {"name": "gpaw", "gpaw": {"h": 0.25, "hubbard_u": {}, "electronic_temperature":
-                                      "fixed", "occupations": {"name": "fermi-dirac", "width": w},
-                                      "convergence": {"energy": 1e-6, "density": 1e-6,
-                                                      "eigenstates": 1e-10}}},
-            directory=tmp_path / f"fresh-{w}")
-        forces[w] = atoms.get_forces()
-    cold = np.abs(final.get_forces() - forces[0.05]).max()
-    hot = np.abs(final.get_forces() - forces[width.max()]).max()
+    cold, hot = distance_to_fresh_forces(
+        read(run_dir / "final.traj"), {"gpaw": {"h": 0.25, "hubbard_u": {}}},
+        0.05, width.max(), tmp_path)
     assert cold < 0.01 and hot > 5 * cold, (cold, hot)
+
+
+def distance_to_fresh_forces(final, settings, cold_width, hot_width, folder):
+    """Max |F| component difference (eV/Å) between ``final``'s stored forces and those of a
+    fresh, tightly converged GPAW of ``settings`` at Fermi-Dirac ``cold_width`` and at
+    ``hot_width`` (eV): (cold, hot)."""
+    from meltquench.calculators import make_calculator
+    distances = []
+    for width in (cold_width, hot_width):
+        atoms = final.copy()
+        gpaw = {**settings["gpaw"], "electronic_temperature": "fixed",
+                "occupations": {"name": "fermi-dirac", "width": width},
+                "convergence": {"energy": 1e-6, "density": 1e-6, "eigenstates": 1e-10}}
+        atoms.calc = make_calculator({"name": "gpaw", **settings, "gpaw": gpaw},
+                                     directory=folder / f"fresh-{width}")
+        distances.append(np.abs(final.get_forces() - atoms.get_forces()).max())
+    return tuple(distances)
 
 
 def test_a_gpaw_finish_computes_cold_at_the_programmes_last_temperature(tmp_path):
@@ -123,7 +129,6 @@ def test_a_gpaw_finish_computes_cold_at_the_programmes_last_temperature(tmp_path
     the width of the programme's last temperature (300 K: the 0.05 eV floor), not at its
     occupations' width (0.3 eV, for the melt), as the run's own final optimisation does: its
     forces are those of a fresh calculator at 0.05 eV. (It ran at 0.3 eV before session 20.)"""
-    from meltquench.calculators import make_calculator
     gpaw = {"h": 0.25, "hubbard_u": {}, "occupations": {"name": "fermi-dirac", "width": 0.3},
             "convergence": {"energy": 1e-6, "density": 1e-6, "eigenstates": 1e-10}}
     run_dir = tmp_path / "run"
@@ -138,18 +143,10 @@ def test_a_gpaw_finish_computes_cold_at_the_programmes_last_temperature(tmp_path
          "--set", f"finish.calculator={{name: gpaw, dispersion: null, gpaw: {gpaw}}}",
          "-o", str(run_dir)], capture_output=True, text=True, timeout=900, env=mpi_env())
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    final = read(run_dir / "final.traj")
-    forces = {}
-    for width in (0.05, 0.3):
-        atoms = final.copy()
-        atoms.calc = make_calculator(
-            {"name": "gpaw", "dispersion": None,
-             "gpaw": {**gpaw, "electronic_temperature": "fixed",
-                      "occupations": {"name": "fermi-dirac", "width": width}}},
-            directory=tmp_path / f"fresh-{width}")
-        forces[width] = atoms.get_forces()
-    cold = np.abs(final.get_forces() - forces[0.05]).max()
-    hot = np.abs(final.get_forces() - forces[0.3]).max()
+    cold, hot = distance_to_fresh_forces(read(run_dir / "final.traj"),
+                                         {"dispersion": None, "gpaw": {"h": 0.25,
+                                                                       "hubbard_u": {}}},
+                                         0.05, 0.3, tmp_path)
     assert cold < 0.01 and hot > 5 * cold, (cold, hot)
 
 
