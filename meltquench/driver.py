@@ -205,18 +205,19 @@ class MeltQuench:
         calculators.prepare_atoms(self.calculator_settings(step), atoms)
         atoms.calc = self.make_calculator(step, atoms)
         self.attached_finish = self.in_finish(step)
-        self.follow_electrons(atoms, step)
+        return self.follow_electrons(atoms, step)
 
     def follow_electrons(self, atoms, step):
         """Set the smearing width for the target temperature of ``step`` (None: the final
         optimisation, at the programme's last temperature) (``electronic_temperature:
         follow``): the step's force call runs at it. A pure function of the step, so a restart
-        uses the widths of the uninterrupted run. A calculator the user gave is left as it is."""
+        uses the widths of the uninterrupted run. A calculator the user gave is left as it is.
+        Returns the width (eV), or None where none was set."""
         if self.user_calculator(step) is not None:
-            return
+            return None
         t_fs = (self.nsteps if step is None else step) * self.dt_fs
-        calculators.set_electronic_temperature(atoms.calc, self.calculator_settings(step),
-                                               self.schedule.temperature(t_fs))
+        return calculators.set_electronic_temperature(
+            atoms.calc, self.calculator_settings(step), self.schedule.temperature(t_fs))
 
     # ---- start and restart
     def start(self, atoms):
@@ -519,9 +520,12 @@ class MeltQuench:
             if self.is_root:  # the run's own result, whatever the finish does
                 rundir.write_traj(self.path("preoptimised.traj"), atoms)
             kept = atoms.positions.copy()
+            width = self.attach_calculator(atoms, None)
             self.say("the finish calculator takes over: "
-                     f"{calculators.describe(self.cfg.finish.calculator)}")
-            self.attach_calculator(atoms, None)
+                     f"{calculators.describe(self.cfg.finish.calculator)}"
+                     + ("" if width is None else
+                        f"; smearing width {width:.3f} eV (the programme's last temperature, "
+                        f"{self.schedule.temperature(self.nsteps * self.dt_fs):.0f} K)"))
         if d.final_relax:
             steps = d.relax_steps
             if finish and self.cfg.finish.relax_steps is not None:

@@ -143,6 +143,10 @@ def test_a_gpaw_finish_computes_cold_at_the_programmes_last_temperature(tmp_path
          "--set", f"finish.calculator={{name: gpaw, dispersion: null, gpaw: {gpaw}}}",
          "-o", str(run_dir)], capture_output=True, text=True, timeout=900, env=mpi_env())
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    # and the console says at which width the finish computes (gpaw.txt shows the 0.3 eV of
+    # its constructor)
+    assert ("smearing width 0.050 eV (the programme's last temperature, 300 K)"
+            in proc.stdout), proc.stdout[-3000:]
     cold, hot = distance_to_fresh_forces(read(run_dir / "final.traj"),
                                          {"dispersion": None, "gpaw": {"h": 0.25,
                                                                        "hubbard_u": {}}},
