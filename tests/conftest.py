@@ -40,6 +40,22 @@ def mpirun():
     return run_mpi
 
 
+def tiny_pair_run(run_dir, *extra):
+    """``meltquench run`` of the 10-atom rhombohedral V2O3 cell with the pair potential (no
+    D3), 4 fs heat and 2 fs quench, into ``run_dir``, with ``extra`` CLI arguments; a GPAW
+    finish or benchmark then computes on its ``final.traj``. Fails the test if it fails."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "meltquench.cli", "run", "--set",
+         "structure.builder=v2o3-rhombohedral", "--set", "structure.repeat=[1,1,1]",
+         "--set", "calculator.name=pair", "--set", "calculator.dispersion=null",
+         "--set", "schedule.heat_ps=0.004", "--set", "schedule.melt_ps=0",
+         "--set", "schedule.quench_ps=0.002", "--set", "schedule.final_ps=0",
+         "--set", "analysis.enabled=false", "--set", "output.progress=log",
+         *extra, "-o", str(run_dir)], capture_output=True, text=True, timeout=900, env=mpi_env())
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc
+
+
 @pytest.fixture
 def fake_potcars(tmp_path, monkeypatch):
     """Stand-in VASP POTCARs for V, V_sv (the default) and O (VASP's are licensed), with

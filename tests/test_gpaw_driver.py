@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from ase.io import read
 
-from conftest import MPIRUN, mpi_env, run_mpi
+from conftest import MPIRUN, mpi_env, run_mpi, tiny_pair_run
 from meltquench.observers import read_md_log
 
 ARGS = ["run", "--set", "structure.builder=v2o3-rhombohedral", "--set", "structure.repeat=[1,1,1]",
@@ -132,17 +132,9 @@ def test_a_gpaw_finish_computes_cold_at_the_programmes_last_temperature(tmp_path
     gpaw = {"h": 0.25, "hubbard_u": {}, "occupations": {"name": "fermi-dirac", "width": 0.3},
             "convergence": {"energy": 1e-6, "density": 1e-6, "eigenstates": 1e-10}}
     run_dir = tmp_path / "run"
-    proc = subprocess.run(
-        [sys.executable, "-m", "meltquench.cli", "run", "--set",
-         "structure.builder=v2o3-rhombohedral", "--set", "structure.repeat=[1,1,1]",
-         "--set", "calculator.name=pair", "--set", "calculator.dispersion=null",
-         "--set", "schedule.heat_ps=0.004", "--set", "schedule.melt_ps=0",
-         "--set", "schedule.quench_ps=0.002", "--set", "schedule.final_ps=0",
-         "--set", "dynamics.final_relax=FIRE", "--set", "finish.relax_steps=0",
-         "--set", "analysis.enabled=false", "--set", "output.progress=log",
-         "--set", f"finish.calculator={{name: gpaw, dispersion: null, gpaw: {gpaw}}}",
-         "-o", str(run_dir)], capture_output=True, text=True, timeout=900, env=mpi_env())
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    proc = tiny_pair_run(
+        run_dir, "--set", "dynamics.final_relax=FIRE", "--set", "finish.relax_steps=0",
+        "--set", f"finish.calculator={{name: gpaw, dispersion: null, gpaw: {gpaw}}}")
     # and the console says at which width the finish computes (gpaw.txt shows the 0.3 eV of
     # its constructor)
     assert ("smearing width 0.050 eV (the programme's last temperature, 300 K)"
