@@ -368,8 +368,9 @@ PRESETS = {
         "_description": "amorphises for real on a workstation: 120-atom V2O3 (7 Å mobile "
                         "layer between fixed crystal, given 10% room along c), CHGNet + D3-BJ, "
                         "melt at 6000 K for 0.3 ps, quench to 300 K in 0.25 ps, CHGNet "
-                        "optimisation (6.5 min on 2 cores), then a cold spin-polarised GPAW "
-                        "PBE+U+D3 single point and force spot check (15 min more)",
+                        "optimisation (7-10 min on 2 cores), then a cold spin-polarised GPAW "
+                        "PBE+U+D3 single point and force spot check (15-30 min more, by "
+                        "machine and frame; --set finish.calculator=null leaves it out)",
         # 120 atoms (2x2x1 hexagonal cells) split along c into two 7 Å halves: the size at
         # which CHGNet was measured through this engine. At 4000 K and the crystal's density
         # between fixed walls its mobile layer did not melt in 0.6 ps (MSD 0.3-0.5 Å², a
