@@ -2,7 +2,7 @@
 
 ``tests/data/pinned_pair_md.npz`` was written by this file's ``__main__`` block from the code
 as it stood before the engine was reorganised into packages (commit 632485d); any change
-that alters a single bit of these trajectories fails here. Regenerate only for a change that
+that alters these trajectories beyond their last bits (1e-12) fails here. Regenerate only for a change that
 is meant to change the numbers, and say so in the commit.
 """
 from pathlib import Path
@@ -39,12 +39,17 @@ def pinned_run(scheme, run_dir):
 
 
 @pytest.mark.parametrize("scheme", SCHEMES)
-def test_trajectory_is_bitwise_the_pinned_one(tmp_path, scheme):
+def test_trajectory_is_the_pinned_one_to_the_last_bits(tmp_path, scheme):
+    """Equal to 1e-12 (relative and absolute), not bit for bit: on session 21's machine the
+    nhc run's final positions differed from the pinned ones in one component by one unit in
+    the last place (6.9e-18 Å), the same code on another CPU (numpy's vectorised sums take
+    other paths there); session 20's machine matched bit for bit. Any change of the method
+    moves these numbers by far more than 1e-12."""
     ref = np.load(DATA, allow_pickle=False)
     got = pinned_run(scheme, tmp_path / "run")
     for key, value in got.items():
         # md.log is written with 3-8 decimals: its text is compared exactly as written
-        np.testing.assert_array_equal(value, ref[key], err_msg=key)
+        np.testing.assert_allclose(value, ref[key], rtol=1e-12, atol=1e-12, err_msg=key)
 
 
 if __name__ == "__main__":  # regenerate (only for a change meant to change the numbers)
