@@ -56,6 +56,19 @@ def tiny_pair_run(run_dir, *extra):
     return proc
 
 
+def fresh_gpaw_forces(atoms, settings, width, folder, apply_constraint=True):
+    """Forces (eV/Å; ``apply_constraint`` as ASE's) on a copy of ``atoms`` of a fresh GPAW of
+    ``settings`` (``{"gpaw": {...}, ...}``) at Fermi-Dirac ``width`` (eV), kept fixed, with
+    the SCF converged tightly; it writes into ``folder``."""
+    from meltquench.calculators import make_calculator
+    probe = atoms.copy()
+    gpaw = {**settings["gpaw"], "electronic_temperature": "fixed",
+            "occupations": {"name": "fermi-dirac", "width": width},
+            "convergence": {"energy": 1e-6, "density": 1e-6, "eigenstates": 1e-10}}
+    probe.calc = make_calculator({"name": "gpaw", **settings, "gpaw": gpaw}, directory=folder)
+    return probe.get_forces(apply_constraint=apply_constraint)
+
+
 @pytest.fixture
 def fake_potcars(tmp_path, monkeypatch):
     """Stand-in VASP POTCARs for V, V_sv (the default) and O (VASP's are licensed), with

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from ase.io import read
 
-from conftest import mpi_env, tiny_pair_run
+from conftest import fresh_gpaw_forces, mpi_env, tiny_pair_run
 
 pytest.importorskip("gpaw")
 REPO = Path(__file__).resolve().parent.parent
@@ -42,14 +42,7 @@ def test_bench_finish_measures_a_loose_scf_against_a_tight_one_in_one_scf(tmp_pa
     assert result["spot_check"]["n_atoms"] == result["mobile"] == 5
     forces = np.load(out / "forces.npz")
     # the tight row equals a fresh GPAW converged tightly at 0.05 eV
-    from meltquench.calculators import make_calculator
-    atoms = read(run_dir / "final.traj")
-    atoms.calc = make_calculator(
-        {"name": "gpaw", "dispersion": None,
-         "gpaw": {**gpaw, "electronic_temperature": "fixed",
-                  "occupations": {"name": "fermi-dirac", "width": 0.05},
-                  "convergence": {"energy": 1e-6, "density": 1e-6, "eigenstates": 1e-10}}},
-        directory=tmp_path / "fresh")
-    fresh = atoms.get_forces(apply_constraint=False)
+    fresh = fresh_gpaw_forces(read(run_dir / "final.traj"), {"dispersion": None, "gpaw": gpaw},
+                              0.05, tmp_path / "fresh", apply_constraint=False)
     assert np.abs(forces["1e-06"] - fresh).max() < 0.01
     assert np.abs(forces["0.01"] - fresh).max() > 1e-3

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from ase.io import read
 
-from conftest import MPIRUN, mpi_env, run_mpi, tiny_pair_run
+from conftest import MPIRUN, fresh_gpaw_forces, mpi_env, run_mpi, tiny_pair_run
 from meltquench.observers import read_md_log
 
 ARGS = ["run", "--set", "structure.builder=v2o3-rhombohedral", "--set", "structure.repeat=[1,1,1]",
@@ -111,17 +111,9 @@ def distance_to_fresh_forces(final, settings, cold_width, hot_width, folder):
     """Max |F| component difference (eV/Å) between ``final``'s stored forces and those of a
     fresh, tightly converged GPAW of ``settings`` at Fermi-Dirac ``cold_width`` and at
     ``hot_width`` (eV): (cold, hot)."""
-    from meltquench.calculators import make_calculator
-    distances = []
-    for width in (cold_width, hot_width):
-        atoms = final.copy()
-        gpaw = {**settings["gpaw"], "electronic_temperature": "fixed",
-                "occupations": {"name": "fermi-dirac", "width": width},
-                "convergence": {"energy": 1e-6, "density": 1e-6, "eigenstates": 1e-10}}
-        atoms.calc = make_calculator({"name": "gpaw", **settings, "gpaw": gpaw},
-                                     directory=folder / f"fresh-{width}")
-        distances.append(np.abs(final.get_forces() - atoms.get_forces()).max())
-    return tuple(distances)
+    return tuple(np.abs(final.get_forces() - fresh_gpaw_forces(final, settings, width,
+                                                                folder / f"fresh-{width}")).max()
+                 for width in (cold_width, hot_width))
 
 
 def test_a_gpaw_finish_computes_cold_at_the_programmes_last_temperature(tmp_path):
