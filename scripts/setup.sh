@@ -45,7 +45,7 @@ case ",$EXTRAS," in *,ml,*)
   ML_IMPORTS=", chgnet, sevenn";;
 esac
 have_extras() {
-  case ",$EXTRAS," in *,dev,*) $PYTHON -c "import pytest, tblite" 2>/dev/null || return 1;; esac
+  case ",$EXTRAS," in *,dev,*) $PYTHON -c "import pytest, xdist, tblite" 2>/dev/null || return 1;; esac
   case ",$EXTRAS," in *,ml,*) $PYTHON -c "import chgnet, sevenn" 2>/dev/null || return 1;; esac
   return 0
 }

@@ -4,21 +4,59 @@
 cores, as on the CI machine) and returns the completed process; it fails the test with the
 command's output when the command fails.
 """
+import inspect
 import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 MPIRUN = shutil.which("mpirun")
+
+TESTS = Path(__file__).resolve().parent
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config, items):
+    """For pytest-xdist's ``--dist loadgroup`` (``make test`` runs ``-n 2``): tests that share a
+    module-scoped fixture of ours (a GPAW or mpirun run made once for several tests) are one
+    group, run by one worker, so the fixture is made once; every other test is handed out on
+    its own. Tests linked through two such fixtures (``serial`` and ``parallel``) are one group.
+    Without xdist the marks do nothing."""
+    parent = {}
+
+    def root(key):
+        while parent.setdefault(key, key) != key:
+            key = parent[key]
+        return key
+
+    shared_by = {}
+    for item in items:
+        info = getattr(item, "_fixtureinfo", None)
+        keys = []
+        for name in getattr(info, "names_closure", ()):
+            definitions = info.name2fixturedefs.get(name) or ()
+            fixture = definitions[-1] if definitions else None
+            if (fixture is not None and fixture.scope in ("module", "package", "session")
+                    and Path(inspect.getfile(fixture.func)).resolve().parent == TESTS):
+                keys.append(f"{Path(inspect.getfile(fixture.func)).stem}.{name}")
+        for key in keys[1:]:
+            parent[root(key)] = root(keys[0])
+        if keys:
+            shared_by[item] = keys[0]
+    for item, key in shared_by.items():
+        item.add_marker(pytest.mark.xdist_group(root(key)))
 
 
 def mpi_env():
     env = dict(os.environ)
     env.update(OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1",
                OMPI_MCA_rmaps_base_oversubscribe="1", OMPI_MCA_btl_vader_single_copy_mechanism="none",
-               OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+               OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1",
+               # ranks waiting in MPI yield the core: under pytest -n 2 another test shares it
+               OMPI_MCA_mpi_yield_when_idle="1")
     return env
 
 
