@@ -28,7 +28,6 @@ from pathlib import Path
 import numpy as np
 from ase.data import chemical_symbols
 from ase.utils.xrdebye import waasmaier
-from scipy.signal import find_peaks
 
 from ..errors import UserError
 from ..kernels import parallel
@@ -264,6 +263,7 @@ class XRDResult:
     def peaks(self, region="all", prominence=0.02):
         """2theta (degrees) of the pattern's local maxima in ``region`` whose prominence is at
         least ``prominence`` times its highest point (scipy.signal.find_peaks)."""
+        from scipy.signal import find_peaks
         y = self.intensity[self.regions.index(region)]
         if not np.all(np.isfinite(y)):
             return []

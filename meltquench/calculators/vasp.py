@@ -34,7 +34,6 @@ from typing import Optional, Union
 
 import numpy as np
 from ase import units
-from ase.calculators.vasp import Vasp
 from ase.config import cfg as ase_config
 from ase.md.velocitydistribution import thermalize_momenta
 from ase.parallel import DummyMPI
@@ -174,6 +173,7 @@ def make_vasp(settings, *, directory, dispersion=None, spinpol=False):
     parameters = vasp_parameters(settings, dispersion=dispersion, spinpol=spinpol)
     vasp_dir = Path(directory) / "vasp"
     vasp_dir.mkdir(parents=True, exist_ok=True)
+    from ase.calculators.vasp import Vasp
     return Vasp(directory=str(vasp_dir), **parameters)
 
 
@@ -250,6 +250,7 @@ def write_vasp_programme(settings, atoms, folder, *, runs, dispersion=None, spin
 
     Needs ``VASP_PP_PATH`` (the POTCARs). Returns the path of the script.
     """
+    from ase.calculators.vasp import Vasp
     folder = Path(folder)
     for i, run in enumerate(runs):
         target = folder / run.folder
@@ -282,6 +283,7 @@ def missing_potcar(exc):
 
 def check_potcars(settings, atoms):
     """Raise :class:`UserError` unless every POTCAR ``atoms`` need with ``settings`` exists."""
+    from ase.calculators.vasp import Vasp
     try:
         Vasp(**vasp_parameters(settings)).initialize(atoms)  # ASE's own POTCAR lookup
     except RuntimeError as exc:
