@@ -377,6 +377,9 @@ def run_tasks(tasks, atoms, species, cfg, settings, out, comm, fmax, steps, grou
             say(f"{name}: E = {result['energy_eV']:.6f} eV"
                 + (f", {result['steps']} {result['optimiser']} steps, max |F| "
                    f"{result['fmax_eV_per_A']:.3f} eV/Å" if "steps" in result else "")
+                + (f", {result['natoms']} atoms, {result['energy_per_atom_eV']:.6f} eV per "
+                   "atom" if result.get("natoms", 1) > 1 and "energy_per_atom_eV" in result
+                   else "")
                 + f" ({result['seconds']:.1f} s)")
     world.Barrier()
     failed = sorted({text for part in world.allgather(failed) for text in part})

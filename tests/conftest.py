@@ -20,11 +20,11 @@ TESTS = Path(__file__).resolve().parent
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config, items):
-    """For pytest-xdist's ``--dist loadgroup`` (``make test`` runs ``-n 2``): tests that share a
-    module-scoped fixture of ours (a GPAW or mpirun run made once for several tests) are one
-    group, run by one worker, so the fixture is made once; every other test is handed out on
-    its own. Tests linked through two such fixtures (``serial`` and ``parallel``) are one group.
-    Without xdist the marks do nothing."""
+    """For pytest-xdist's ``--dist loadgroup`` (``make test`` runs a worker per core, at most
+    4): tests that share a module-scoped fixture of ours (a GPAW or mpirun run made once for
+    several tests) are one group, run by one worker, so the fixture is made once; every other
+    test is handed out on its own. Tests linked through two such fixtures (``serial`` and
+    ``parallel``) are one group. Without xdist the marks do nothing."""
     parent = {}
 
     def root(key):
@@ -39,9 +39,11 @@ def pytest_collection_modifyitems(config, items):
         for name in getattr(info, "names_closure", ()):
             definitions = info.name2fixturedefs.get(name) or ()
             fixture = definitions[-1] if definitions else None
-            if (fixture is not None and fixture.scope in ("module", "package", "session")
-                    and Path(inspect.getfile(fixture.func)).resolve().parent == TESTS):
-                keys.append(f"{Path(inspect.getfile(fixture.func)).stem}.{name}")
+            if fixture is None or fixture.scope not in ("module", "package", "session"):
+                continue
+            source = Path(inspect.getfile(fixture.func)).resolve()
+            if source.parent == TESTS:
+                keys.append(f"{source.stem}.{name}")
         for key in keys[1:]:
             parent[root(key)] = root(keys[0])
         if keys:

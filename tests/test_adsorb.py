@@ -2,11 +2,13 @@
 site, bad input, and mpirun -np 2 equal to serial."""
 import csv
 import json
+import re
 
 import shutil
 
 import numpy as np
 import pytest
+from ase import Atoms
 from ase.geometry import get_distances
 from ase.io import read
 
@@ -98,6 +100,30 @@ def test_adsorption_energy_is_the_hand_computed_difference(serial):
     assert data["paper_E_ads_eV"]["perfect A/C"]["crystal"] == -0.77
     assert (out / "adsorption.png").stat().st_size > 1000
     assert "E_ads" in proc.stdout and "the paper's E_ads" in proc.stdout
+
+
+def test_the_bulk_reference_is_bcc_na_per_atom(run_dir, serial, tmp_path):
+    """--reference bulk: E_ads against bcc Na per atom (ASE's reference state, a = 4.23 Å,
+    built here independently: 2x2x2 conventional cells, 8.46 Å); the sites are the same."""
+    out = tmp_path / "bulk"
+    proc = mq("adsorb", run_dir, "--species", "Na", *WIDTH, "--reference", "bulk",
+              "--out", out)
+    assert proc.returncode == 0, proc.stderr
+    metal = Atoms("Na2", scaled_positions=[(0, 0, 0), (0.5, 0.5, 0.5)], cell=[4.23] * 3,
+                  pbc=True).repeat(2)
+    e_metal = PairPotential().get_potential_energy(metal) / len(metal)
+    assert e_metal > 0  # the pair potential's Na-Na term is a Born-Mayer repulsion
+    line = re.search(r"reference: E = (\S+) eV, 16 atoms, (\S+) eV per atom", proc.stdout)
+    assert float(line[1]) == pytest.approx(16 * e_metal, abs=2e-6)
+    assert float(line[2]) == pytest.approx(e_metal, abs=2e-6)
+    model = read(out / "tasks" / "model.traj")
+    e_model = PairPotential().get_potential_energy(model)
+    rows, atom_rows = table(out), table(serial[0])
+    assert [r["site"] for r in rows] == [r["site"] for r in atom_rows]
+    for r in rows:
+        e_site = PairPotential().get_potential_energy(read(out / "tasks" / f"{r['site']}.traj"))
+        assert float(r["E_ads_eV"]) == pytest.approx(e_site - e_model - e_metal, abs=1e-9)
+    assert json.loads((out / "results.json").read_text())["meta"]["reference"] == "bulk"
 
 
 def test_a_restart_keeps_finished_sites(serial, tmp_path):
