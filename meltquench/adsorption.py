@@ -424,6 +424,12 @@ def write_results(out, rows, meta):
     write_atomic(out / "results.csv", text.getvalue().encode())
     data = {"meta": meta, "sites": rows, "paper_E_ads_eV": PAPER_EADS_EV}
     write_atomic(out / "results.json", (json.dumps(data, indent=1) + "\n").encode())
+    adsorption_figure(rows, meta).savefig(out / "adsorption.png", dpi=130)
+
+
+def adsorption_figure(rows, meta):
+    """E_ads per site and region (bars: the lowest of each region), as the paper's Fig. 4f;
+    for Na, the paper's values beside them (open markers: their reference is unstated)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
     fig = Figure(figsize=(5.0, 3.6), layout="constrained")
@@ -436,12 +442,18 @@ def write_results(out, rows, meta):
         ax.plot([k] * len(values), values, "ko", ms=4)
         ax.annotate(f"{min(values):.2f}", (k, min(values)), ha="center", va="top",
                     xytext=(0, -3), textcoords="offset points", fontsize=8)
+    if meta["species"] == "Na":
+        for (model, paper), marker, dx in zip(PAPER_EADS_EV.items(), "Dv", (0.2, 0.34)):
+            shown = [k for k, region in enumerate(regions) if region in paper]
+            ax.plot([k + dx for k in shown], [paper[regions[k]] for k in shown], marker,
+                    mfc="none", mec="0.2", ls="none", ms=6, label=model)
+        ax.legend(fontsize=7, title="paper (its reference unstated)", title_fontsize=7)
     ax.axhline(0, color="0.3", lw=0.8)
     ax.set_xticks(range(len(regions)), regions)
     ax.set_ylabel(f"E_ads of {meta['species']} (eV)")
     ax.set_title(f"{meta['species']} adsorption (bars: lowest per region; reference "
                  f"{meta['reference']})", fontsize=9)
-    fig.savefig(out / "adsorption.png", dpi=130)
+    return fig
 
 
 def format_table(rows):

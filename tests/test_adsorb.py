@@ -13,7 +13,8 @@ from ase.geometry import get_distances
 from ase.io import read
 
 from conftest import run_mpi
-from meltquench.adsorption import find_sites, reference_atoms, void_radii
+from meltquench.adsorption import (PAPER_EADS_EV, adsorption_figure, find_sites,
+                                   reference_atoms, void_radii)
 from meltquench.analysis.regions import interface_mask
 from meltquench.calculators import PairPotential
 from meltquench.structures import CRYSTAL, MELT
@@ -100,6 +101,22 @@ def test_adsorption_energy_is_the_hand_computed_difference(serial):
     assert data["paper_E_ads_eV"]["perfect A/C"]["crystal"] == -0.77
     assert (out / "adsorption.png").stat().st_size > 1000
     assert "E_ads" in proc.stdout and "the paper's E_ads" in proc.stdout
+
+
+def test_the_plot_shows_the_papers_values_beside_ours(serial):
+    data = json.loads((serial[0] / "results.json").read_text())
+    ax = adsorption_figure(data["sites"], data["meta"]).axes[0]
+    regions = [t.get_text() for t in ax.get_xticklabels()]
+    assert regions == ["crystal", "melt", "interface"]
+    for model, paper in PAPER_EADS_EV.items():
+        line, = [line for line in ax.get_lines() if line.get_label() == model]
+        assert list(line.get_ydata()) == [paper[r] for r in regions]
+    ours = [line for line in ax.get_lines() if line.get_marker() == "o"]
+    assert sorted(y for line in ours for y in line.get_ydata()) == \
+        sorted(row["E_ads_eV"] for row in data["sites"])
+    data["meta"]["species"] = "Li"  # no paper values for another species
+    ax = adsorption_figure(data["sites"], data["meta"]).axes[0]
+    assert not [line for line in ax.get_lines() if line.get_label() in PAPER_EADS_EV]
 
 
 def test_the_bulk_reference_is_bcc_na_per_atom(run_dir, serial, tmp_path):
