@@ -30,7 +30,10 @@ the ML potentials, the pair potential):
    energy. The pair potential has no Na parameters of its own: its generic rule
    (:func:`~meltquench.calculators.pair.generic_pair`) gives Na-O a Morse bond (1 eV at 0.9
    times the covalent radii) and Na-V, Na-Na the O-O Born-Mayer repulsion, so its E_ads
-   count Na-O bonds; its free atom has zero energy and its bulk Na only repulsion.
+   count Na-O bonds; its free atom has zero energy and its bulk Na only repulsion. The
+   machine-learned models (CHGNet, SevenNet) have no free-atom energy: their training data
+   (MPtrj) holds no isolated atoms, and CHGNet refuses a lone atom. With them the default is
+   ``bulk`` and ``atom`` is refused before anything is computed.
 
 An SCF that does not converge (GPAW) is retried once from where the atoms are, with the
 first fallback of :func:`~meltquench.calculators.conservative_fallback` (a more careful mixer:
@@ -170,6 +173,19 @@ def reference_atoms(species, kind):
                         "use --reference atom") from None
     reps = [max(1, int(np.ceil(BULK_MIN_A / np.linalg.norm(v)))) for v in unit.cell]
     return unit.repeat(reps)
+
+
+def choose_reference(reference, settings):
+    """``reference`` ('atom' or 'bulk'), or, if None, the default for the calculator
+    ``settings``: 'bulk' for a machine-learned model (no free-atom energy), else 'atom'."""
+    machine_learned = settings.name in calculators.ML_ENGINES
+    if reference is None:
+        return "bulk" if machine_learned else "atom"
+    if reference == "atom" and machine_learned:
+        raise UserError(f"--reference atom: {calculators.describe(settings)} has no free-atom "
+                        "energy (its training data, MPtrj, holds no isolated atoms): use "
+                        "--reference bulk")
+    return reference
 
 
 def check_options(species, reference, fmax, steps):

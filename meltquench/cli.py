@@ -23,7 +23,8 @@ from ase.io import write
 
 from . import __version__, calculators, driver
 from .adsorption import (ADSORB_FILES, FMAX, GRID_A, PAPER_EADS_EV, PER_REGION, REFERENCES,
-                         SEPARATION_A, STEPS, adsorb, check_options, find_sites, format_table)
+                         SEPARATION_A, STEPS, adsorb, check_options, choose_reference,
+                         find_sites, format_table)
 from .analysis import REGIONS, XRD, BondAngles, analyse, melt_diagnostics, vo_cutoff
 from .analysis.base import check_length
 from .analysis.frames import Frames
@@ -160,9 +161,10 @@ def build_parser():
                        "ranks (--groups).")
     _add_target_args(p, "adsorb")
     p.add_argument("--species", default="Na", help="the adsorbed element, default Na")
-    p.add_argument("--reference", default="atom", choices=REFERENCES,
-                   help="E(X): 'atom' (isolated atom in a 12 Å box, default) or 'bulk' (the "
-                   "metal per atom, ASE's reference state)")
+    p.add_argument("--reference", default=None, choices=REFERENCES,
+                   help="E(X): 'atom' (isolated atom in a 12 Å box, the default) or 'bulk' "
+                   "(the metal per atom, ASE's reference state; the default, and the only "
+                   "choice, with chgnet and sevennet, which have no free-atom energy)")
     p.add_argument("--sites-per-region", type=int, default=PER_REGION, metavar="N",
                    help=f"sites per region, the largest voids (default {PER_REGION})")
     p.add_argument("--grid", type=float, default=GRID_A, metavar="Å",
@@ -538,7 +540,8 @@ def cmd_adsorb(args):
     comm = get_comm()
     target = load_target(args.source, args.preset, args.overrides)
     settings, which = target.calculator_settings()
-    check_options(args.species, args.reference, args.fmax, args.steps)
+    reference = choose_reference(args.reference, settings)
+    check_options(args.species, reference, args.fmax, args.steps)
     if args.groups is not None and not 1 <= args.groups:
         raise UserError(f"--groups must be at least 1, got {args.groups}")
     calculators.check_available(settings)
@@ -548,10 +551,10 @@ def cmd_adsorb(args):
     with open_output(out, "results.json", args.overwrite, comm, ADSORB_FILES):
         if is_root():
             print(f"{args.species} adsorption on {target.label}: {len(sites)} sites, "
-                  f"{calculators.describe(settings)} ({which}), reference {args.reference}",
+                  f"{calculators.describe(settings)} ({which}), reference {reference}",
                   flush=True)
         rows, meta = adsorb(target.atoms, target.cfg, settings, sites, out, comm,
-                            species=args.species, reference=args.reference, fmax=args.fmax,
+                            species=args.species, reference=reference, fmax=args.fmax,
                             steps=args.steps, source=target.label, groups=args.groups,
                             say=lambda text: print(text, flush=True))
         if is_root():

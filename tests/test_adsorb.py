@@ -13,10 +13,10 @@ from ase.geometry import get_distances
 from ase.io import read
 
 from conftest import run_mpi
-from meltquench.adsorption import (PAPER_EADS_EV, adsorption_figure, find_sites,
-                                   reference_atoms, void_radii)
+from meltquench.adsorption import (PAPER_EADS_EV, adsorption_figure, choose_reference,
+                                   find_sites, reference_atoms, void_radii)
 from meltquench.analysis.regions import interface_mask
-from meltquench.calculators import PairPotential
+from meltquench.calculators import CalculatorSettings, PairPotential
 from meltquench.structures import CRYSTAL, MELT
 from test_cli import FAST, assert_one_line_error, mq
 
@@ -174,10 +174,20 @@ def test_a_restart_keeps_finished_sites(serial, tmp_path):
     (["--grid", "-1"], ["--grid", "positive"]),
     (["--sites-per-region", "0"], ["--sites-per-region"]),
     (["--set", "calculator.nam=pair"], ["calculator.nam", "name"]),
+    (["--set", "calculator.name=chgnet", "--reference", "atom"],
+     ["--reference atom", "CHGNet", "no free-atom energy", "--reference bulk"]),
 ])
 def test_bad_adsorb_input_is_one_line(run_dir, tmp_path, args, words):
     assert_one_line_error(mq("adsorb", run_dir, *args, "--out", tmp_path / "o"), *words)
     assert not (tmp_path / "o").exists()
+
+
+def test_the_default_reference_is_the_free_atom_but_bulk_for_machine_learned_models():
+    for name, default in [("pair", "atom"), ("gpaw", "atom"), ("chgnet", "bulk"),
+                          ("sevennet", "bulk")]:
+        settings = CalculatorSettings.from_dict({"name": name})
+        assert choose_reference(None, settings) == default
+        assert choose_reference("bulk", settings) == "bulk"
 
 
 def test_adsorb_needs_a_finished_run_or_a_structure(tmp_path):
