@@ -24,7 +24,7 @@ from ase.io import write
 from . import __version__, calculators, driver
 from .adsorption import (ADSORB_FILES, FMAX, GRID_A, PAPER_EADS_EV, PER_REGION, REFERENCES,
                          SEPARATION_A, STEPS, adsorb, check_options, choose_reference,
-                         find_sites, format_table)
+                         find_sites, format_table, host_warnings)
 from .analysis import REGIONS, XRD, BondAngles, analyse, melt_diagnostics, vo_cutoff
 from .analysis.base import check_length
 from .analysis.frames import Frames
@@ -559,6 +559,8 @@ def cmd_adsorb(args):
                             say=lambda text: print(text, flush=True))
         if is_root():
             print(format_table(rows))
+            for line in host_warnings(rows, args.species):
+                print(f"WARNING: {line}")
             print(f"reference: {meta['reference_note']}")
             print("the paper's E_ads (Fig. 4f, eV): " + "; ".join(
                 f"{model}: " + ", ".join(f"{k} {v:g}" for k, v in values.items())

@@ -13,8 +13,9 @@ from ase.geometry import get_distances
 from ase.io import read
 
 from conftest import run_mpi
-from meltquench.adsorption import (PAPER_EADS_EV, adsorption_figure, choose_reference,
-                                   find_sites, reference_atoms, void_radii)
+from meltquench.adsorption import (PAPER_EADS_EV, adsorption_figure, adsorption_table,
+                                   choose_reference, find_sites, format_table, host_warnings,
+                                   reference_atoms, void_radii)
 from meltquench.analysis.regions import interface_mask
 from meltquench.calculators import CalculatorSettings, PairPotential
 from meltquench.structures import CRYSTAL, MELT
@@ -91,6 +92,11 @@ def test_adsorption_energy_is_the_hand_computed_difference(serial):
         assert site.get_chemical_symbols()[-1] == "Na" and len(site) == len(model) + 1
         e_site = PairPotential().get_potential_energy(site)
         assert float(r["E_ads_eV"]) == pytest.approx(e_site - e_model - e_ref, abs=1e-9)
+        e_host = PairPotential().get_potential_energy(site[:-1])
+        assert float(r["E_host_eV"]) == pytest.approx(e_host, abs=1e-9)
+        assert float(r["E_deform_eV"]) == pytest.approx(e_host - e_model, abs=1e-9)
+        assert float(r["E_bind_eV"]) == pytest.approx(e_site - e_host - e_ref, abs=1e-9)
+        assert float(r["E_deform_eV"]) > -0.01  # the host stayed in the model's minimum
         assert r["converged"] == "True" and float(r["fmax_eV_per_A"]) <= 0.03
         # the crystal half stayed where the run left it
         fixed = model.get_tags() == CRYSTAL
@@ -101,6 +107,30 @@ def test_adsorption_energy_is_the_hand_computed_difference(serial):
     assert data["paper_E_ads_eV"]["perfect A/C"]["crystal"] == -0.77
     assert (out / "adsorption.png").stat().st_size > 1000
     assert "E_ads" in proc.stdout and "the paper's E_ads" in proc.stdout
+
+
+def test_a_host_that_fell_into_a_lower_minimum_is_named():
+    """E_ads = E_deform + E_bind; a site whose host (adatom taken out) lies more than 0.1 eV
+    below the relaxed model is named; a site computed before the host was has no parts."""
+    site = {"kind": "site", "region": "melt", "position": [0.0, 0.0, 0.0],
+            "void_radius_A": 2.0}
+    tasks = [("model", {"kind": "model"}), ("reference", {"kind": "reference"}),
+             ("site-0", site), ("site-1", site), ("site-2", site)]
+    common = {"displacement_A": 0.1, "steps": 9, "converged": True, "fmax_eV_per_A": 0.02}
+    results = {"model": {"energy_eV": -100.0}, "reference": {"energy_per_atom_eV": -1.5},
+               "site-0": {"energy_eV": -103.0, "host_energy_eV": -99.8, **common},
+               "site-1": {"energy_eV": -110.0, "host_energy_eV": -107.5, **common},
+               "site-2": {"energy_eV": -102.0, **common}}
+    rows = adsorption_table(results, tasks)
+    assert [r["E_ads_eV"] for r in rows] == pytest.approx([-1.5, -8.5, -0.5])
+    assert [r["E_deform_eV"] for r in rows[:2]] == pytest.approx([0.2, -7.5])
+    assert [r["E_bind_eV"] for r in rows[:2]] == pytest.approx([-1.7, -1.0])
+    assert rows[2]["E_host_eV"] is None and rows[2]["E_bind_eV"] is None
+    warnings = host_warnings(rows, "Na")
+    assert len(warnings) == 1 and warnings[0].startswith("site-1 (melt): the host without Na "
+                                                         "lies 7.50 eV below")
+    assert "E_bind = -1.00 eV" in warnings[0]
+    assert format_table(rows).splitlines()[3].split()[3:6] == ["-0.5000", "-", "-"]
 
 
 def test_the_plot_shows_the_papers_values_beside_ours(serial):
