@@ -475,31 +475,46 @@ def write_results(out, rows, meta):
 
 
 def adsorption_figure(rows, meta):
-    """E_ads per site and region (bars: the lowest of each region), as the paper's Fig. 4f;
-    for Na, the paper's values beside them (open markers: their reference is unstated)."""
+    """E_ads per site and region, as the paper's Fig. 4f, with each site's E_bind beside it
+    and the sites whose host fell into a lower minimum (:func:`host_warnings`) crossed out;
+    bars: the lowest E_ads of each region among the other sites (of all, if every host
+    fell). For Na, the paper's values (open markers: their reference is unstated)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
     fig = Figure(figsize=(5.0, 3.6), layout="constrained")
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
     regions = list(dict.fromkeys(row["region"] for row in rows))
+    fell = {r["site"] for r in rows
+            if r["E_deform_eV"] is not None and r["E_deform_eV"] < HOST_DROP_EV}
     for k, region in enumerate(regions):
-        values = [row["E_ads_eV"] for row in rows if row["region"] == region]
-        ax.bar(k, min(values), color=f"C{k}", alpha=0.6, width=0.6)
-        ax.plot([k] * len(values), values, "ko", ms=4)
-        ax.annotate(f"{min(values):.2f}", (k, min(values)), ha="center", va="top",
+        mine = [row for row in rows if row["region"] == region]
+        values = [row["E_ads_eV"] for row in mine]
+        kept = [row["E_ads_eV"] for row in mine if row["site"] not in fell] or values
+        ax.bar(k, min(kept), color=f"C{k}", alpha=0.6, width=0.6)
+        ax.plot([k] * len(values), values, "ko", ms=4, label="E_ads" if k == 0 else None)
+        bind = [row["E_bind_eV"] for row in mine if row["E_bind_eV"] is not None]
+        ax.plot([k - 0.12] * len(bind), bind, "o", mfc="none", mec="k", ms=4,
+                label="E_bind" if k == 0 else None)
+        ax.annotate(f"{min(kept):.2f}", (k, min(kept)), ha="center", va="top",
                     xytext=(0, -3), textcoords="offset points", fontsize=8)
+    crossed = [(regions.index(r["region"]), r["E_ads_eV"]) for r in rows if r["site"] in fell]
+    if crossed:
+        ax.plot(*zip(*crossed), "x", color="C3", ms=9, mew=1.5,
+                label="host fell into a lower minimum")
     if meta["species"] == "Na":
         for (model, paper), marker, dx in zip(PAPER_EADS_EV.items(), "Dv", (0.2, 0.34)):
             shown = [k for k, region in enumerate(regions) if region in paper]
             ax.plot([k + dx for k in shown], [paper[regions[k]] for k in shown], marker,
-                    mfc="none", mec="0.2", ls="none", ms=6, label=model)
-        ax.legend(fontsize=7, title="paper (its reference unstated)", title_fontsize=7)
+                    mfc="none", mec="0.2", ls="none", ms=6, label=f"paper, {model}")
+    ax.legend(fontsize=7, title="the paper's reference is unstated" if meta["species"] == "Na"
+              else None, title_fontsize=7)
     ax.axhline(0, color="0.3", lw=0.8)
     ax.set_xticks(range(len(regions)), regions)
     ax.set_ylabel(f"E_ads of {meta['species']} (eV)")
-    ax.set_title(f"{meta['species']} adsorption (bars: lowest per region; reference "
-                 f"{meta['reference']})", fontsize=9)
+    ax.set_title(f"{meta['species']} adsorption (reference {meta['reference']})\nbars: the "
+                 "lowest E_ads per region" + (", fallen hosts left out" if fell else ""),
+                 fontsize=9)
     return fig
 
 

@@ -139,14 +139,30 @@ def test_the_plot_shows_the_papers_values_beside_ours(serial):
     regions = [t.get_text() for t in ax.get_xticklabels()]
     assert regions == ["crystal", "melt", "interface"]
     for model, paper in PAPER_EADS_EV.items():
-        line, = [line for line in ax.get_lines() if line.get_label() == model]
+        line, = [line for line in ax.get_lines() if line.get_label() == f"paper, {model}"]
         assert list(line.get_ydata()) == [paper[r] for r in regions]
-    ours = [line for line in ax.get_lines() if line.get_marker() == "o"]
-    assert sorted(y for line in ours for y in line.get_ydata()) == \
-        sorted(row["E_ads_eV"] for row in data["sites"])
+
+    def points(ax, filled):
+        return sorted(y for line in ax.get_lines() if line.get_marker() == "o"
+                      and (line.get_markerfacecolor() == "none") != filled
+                      for y in line.get_ydata())
+
+    assert points(ax, True) == sorted(row["E_ads_eV"] for row in data["sites"])
+    assert points(ax, False) == sorted(row["E_bind_eV"] for row in data["sites"])
+    assert not [line for line in ax.get_lines() if line.get_marker() == "x"]  # none fell
+    assert [patch.get_height() for patch in ax.patches] == [
+        min(r["E_ads_eV"] for r in data["sites"] if r["region"] == region) for region in regions]
+    fallen = dict(data["sites"][0], E_deform_eV=-2.0)
     data["meta"]["species"] = "Li"  # no paper values for another species
-    ax = adsorption_figure(data["sites"], data["meta"]).axes[0]
-    assert not [line for line in ax.get_lines() if line.get_label() in PAPER_EADS_EV]
+    ax = adsorption_figure([fallen] + data["sites"][1:], data["meta"]).axes[0]
+    assert not [line for line in ax.get_lines() if line.get_label().startswith("paper")]
+    cross, = [line for line in ax.get_lines() if line.get_marker() == "x"]
+    assert list(cross.get_ydata()) == [fallen["E_ads_eV"]]
+    assert list(cross.get_xdata()) == [regions.index(fallen["region"])]
+    bars = [patch.get_height() for patch in ax.patches]
+    for k, region in enumerate(regions):  # the fallen site is left out of its bar
+        others = [r["E_ads_eV"] for r in data["sites"][1:] if r["region"] == region]
+        assert bars[k] == min(others or [fallen["E_ads_eV"]])
 
 
 def test_the_bulk_reference_is_bcc_na_per_atom(run_dir, serial, tmp_path):
