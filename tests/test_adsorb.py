@@ -5,6 +5,9 @@ import json
 import re
 
 import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -187,6 +190,30 @@ def test_the_bulk_reference_is_bcc_na_per_atom(run_dir, serial, tmp_path):
         e_site = PairPotential().get_potential_energy(read(out / "tasks" / f"{r['site']}.traj"))
         assert float(r["E_ads_eV"]) == pytest.approx(e_site - e_model - e_metal, abs=1e-9)
     assert json.loads((out / "results.json").read_text())["meta"]["reference"] == "bulk"
+
+
+def test_rescoring_with_the_same_calculator_gives_the_same_energies(serial, tmp_path):
+    """benchmarks/bench_adsorb_rescore.py: single points at the relaxed geometries with the
+    folder's own settings reproduce its E_ads and E_bind; another setting changes them."""
+    out, _ = serial
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_adsorb_rescore.py"
+    same = tmp_path / "same.json"
+    proc = subprocess.run([sys.executable, str(script), str(out), "-o", str(same)],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    rows = json.loads(same.read_text())["rows"]
+    assert len(rows) == len(table(out))
+    for r in rows:
+        assert r["new_E_ads_eV"] == pytest.approx(r["E_ads_eV"], abs=1e-9)
+        assert r["new_E_bind_eV"] == pytest.approx(r["E_bind_eV"], abs=1e-9)
+    other = tmp_path / "d3.json"
+    proc = subprocess.run([sys.executable, str(script), str(out), "--set", "dispersion=d3bj",
+                           "--sites", "site-0", "-o", str(other)], capture_output=True,
+                          text=True)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(other.read_text())
+    assert "D3" in result["calculator"] and [r["site"] for r in result["rows"]] == ["site-0"]
+    assert result["rows"][0]["new_E_bind_eV"] != pytest.approx(rows[0]["E_bind_eV"], abs=1e-3)
 
 
 def test_a_restart_keeps_finished_sites(serial, tmp_path):
