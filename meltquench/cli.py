@@ -227,7 +227,8 @@ def cmd_run(args):
     if args.restart:
         if args.config or args.preset or args.overrides:
             raise UserError("--restart continues with the run's own config.yaml: give no config, "
-                            "--preset or --set with it")
+                            "--preset or --set with it; to change a setting a restart may "
+                            f"change, edit {Path(args.restart) / 'config.yaml'}")
         if (Path(args.restart) / "replicas.yaml").exists():
             restart_replicas(args.restart, stop_after_s=stop_after)
             return 0

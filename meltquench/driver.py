@@ -117,11 +117,39 @@ def restart_changes(old, new, before_finish=False):
     keys = set(a)
     if "finish.calculator" in a and a["finish.calculator"] is None:  # null -> a calculator
         keys |= {key for key in b if key.startswith("finish.calculator.")}
+    # a section that is null on one side (finish.calculator: null <-> settings) is one change
+    sections = sorted(key for side, other in ((a, b), (b, a)) for key in side
+                      if side[key] is None and any(k.startswith(key + ".") for k in other))
     for key in sorted(keys):
-        if a.get(key) != b.get(key):
-            ok = any(key == p or key.startswith(p + ".") for p in may_change)
-            (allowed if ok else refused).append((key, a.get(key), b.get(key)))
+        section = next((s for s in sections if key.startswith(s + ".")), None)
+        if section is not None or a.get(key) == b.get(key):
+            continue
+        ok = any(key == p or key.startswith(p + ".") for p in may_change)
+        (allowed if ok else refused).append((key, a.get(key), b.get(key)))
+    for section in sections:
+        changed = [key for key in keys if key.startswith(section + ".")
+                   and a.get(key) != b.get(key)]
+        ok = all(any(key == p or key.startswith(p + ".") for p in may_change) for key in changed)
+        (allowed if ok else refused).append((section, _subtree(old, section),
+                                             _subtree(new, section)))
     return allowed, refused
+
+
+def _subtree(tree, key):
+    """``tree['a']['b']`` for ``key`` 'a.b' (None where it is missing)."""
+    for part in key.split("."):
+        tree = tree.get(part) if isinstance(tree, dict) else None
+    return tree
+
+
+def describe_change(key, old, new):
+    """'key old -> new', a settings section shown by its name: 'finish.calculator {name:
+    gpaw, ...} -> None' rather than every key under it."""
+    def shown(value):
+        if isinstance(value, dict):
+            return "{" + (f"name: {value['name']}, " if "name" in value else "") + "...}"
+        return repr(value)
+    return f"{key} {shown(old)} -> {shown(new)}"
 
 
 @dataclass
@@ -539,9 +567,9 @@ class MeltQuench:
                 f"the finish calculator's SCF did not converge ({failed}), also with the "
                 "fallback settings: final.traj is the run's own structure"
                 + (" after its pre-optimisation" if d.final_relax and handover else "")
-                + f", with its own calculator, and there are no spot checks. Try the finish "
-                f"on final.traj with another mixer or more SCF iterations "
-                f"(finish.calculator.gpaw.mixer, maxiter), or under mpirun")
+                + ", with its own calculator, and there are no spot checks. Try the finish "
+                "on final.traj with another mixer or more SCF iterations "
+                "(finish.calculator.gpaw.mixer, maxiter), or under mpirun")
             self.say(f"WARNING: {self.finish_failed}")
             if handover:
                 atoms.positions = kept
@@ -742,7 +770,7 @@ def restart(run_dir, comm=None, stop_after_s=None, stream=None, calculator=None)
     allowed, refused = restart_changes(old, _json_plain(cfg.to_dict()),
                                        before_finish=_finish_unused(state, old, cfg))
     if refused:
-        changes = "; ".join(f"{key} {old!r} -> {new!r}" for key, old, new in refused)
+        changes = "; ".join(describe_change(*change) for change in refused)
         raise UserError(f"--restart cannot continue the run with a changed {changes} (in "
                         f"{run_dir / 'config.yaml'}): the checkpoint was made with the old "
                         "value(s); revert them, or start a new run with the new ones")
@@ -752,5 +780,5 @@ def restart(run_dir, comm=None, stop_after_s=None, stream=None, calculator=None)
                             calculator=calculator)
         if allowed:
             engine.say("continuing with changed settings: " + "; ".join(
-                f"{key} {old!r} -> {new!r}" for key, old, new in allowed))
+                describe_change(*change) for change in allowed))
         return engine.run(state=state)

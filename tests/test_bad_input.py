@@ -126,6 +126,8 @@ def test_lattice_vector_names_are_accepted():
     (["frobnicate"], ["invalid choice", "meltquench --help"]),
     (["run", "--set", "schedule.melt_ps"], ["--set", "schedule.melt_ps"]),
     (["run", "--stop-after", "soon", "--dry-run"], ["--stop-after", "soon"]),
+    (["run", "--restart", "somerun", "--set", "finish.calculator=null"],
+     ["--restart", "--set", "edit somerun/config.yaml"]),
 ])
 def test_argument_errors_are_one_line(args, words):
     assert_one_line_error(mq(*args), *words)

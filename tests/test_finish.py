@@ -8,6 +8,7 @@ import json
 
 import numpy as np
 import pytest
+import yaml
 from ase.io import read
 
 from meltquench import driver
@@ -177,7 +178,27 @@ def test_restart_refuses_a_changed_finish_calculator_once_it_has_computed(tmp_pa
     assert driver.restart(tmp_path / "run").nsteps == MAIN_STEPS + 4
     allowed, refused = driver.restart_changes(
         {"finish": {"calculator": None}}, {"finish": {"calculator": {"name": "pair"}}})
-    assert refused == [("finish.calculator.name", None, "pair")] and not allowed
+    assert refused == [("finish.calculator", None, {"name": "pair"})] and not allowed
+
+
+def test_dropping_the_finish_on_restart_is_one_change_and_gives_the_finishless_run(
+        tmp_path, capsys):
+    cfg = config("dynamics.final_relax=null")
+    run_to_step(cfg, tmp_path / "run", 3)
+    path = tmp_path / "run" / "config.yaml"
+    settings = yaml.safe_load(path.read_text())
+    settings["finish"]["calculator"] = None
+    path.write_text(yaml.safe_dump(settings))
+    capsys.readouterr()
+    part = driver.restart(tmp_path / "run").atoms
+    said = [line for line in capsys.readouterr().out.splitlines() if "changed settings" in line]
+    # the whole section in one entry, not each of its keys going to None
+    assert said == ["continuing with changed settings: finish.calculator {name: pair, ...} "
+                    "-> None"]
+    full = driver.run(config("finish.calculator=null", "dynamics.final_relax=null"),
+                      run_dir=tmp_path / "full").atoms
+    assert np.array_equal(full.positions, part.positions)
+    assert not (tmp_path / "run" / "analysis" / "checks.json").exists()
 
 
 def test_adding_a_finish_on_restart_keeps_the_steps_done(tmp_path):
