@@ -159,7 +159,7 @@ def main(argv=None):
         say(f"  MD step   ~ {law[0]:.3g} N^{law[1]:.2f} s")
     say("plan.MEASURED entry: " + repr([(t.atoms, round(t.step_s(), 1)) for t in timings]))
     if args.validate:
-        say(f"\nEngine MD steps against the model (move + n x iteration + forces):")
+        say("\nEngine MD steps against the model (move + n x iteration + forces):")
         for size in args.sizes:
             if size <= args.validate:
                 validate(size, args.basis, comm, say, args.set)

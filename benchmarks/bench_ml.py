@@ -56,7 +56,6 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 
 import numpy as np  # noqa: E402
-from ase import units  # noqa: E402
 from ase.geometry import find_mic  # noqa: E402
 from ase.io import read, write  # noqa: E402
 from ase.md.velocitydistribution import Stationary, thermalize_momenta  # noqa: E402

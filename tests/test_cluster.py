@@ -1,5 +1,4 @@
 """Surviving the scheduler and running under mpirun: signals, SIGKILL, MPI, replicas, dry run."""
-import os
 import signal
 import subprocess
 import sys

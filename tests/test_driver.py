@@ -11,7 +11,7 @@ from meltquench.checkpoint import read_checkpoint
 from meltquench.config import load_config
 from meltquench.errors import Interrupted, UserError
 from meltquench.observers import StepRecord, read_md_log
-from meltquench.structures import CRYSTAL, MELT, split_regions, v2o3_corundum
+from meltquench.structures import CRYSTAL, MELT, split_regions
 
 FAST = ["calculator.name=pair", "calculator.dispersion=null", "output.progress=none",
         "analysis.enabled=false", "dynamics.final_relax=null"]

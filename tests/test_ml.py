@@ -15,8 +15,7 @@ import numpy as np
 import pytest
 
 from meltquench import driver
-from meltquench.calculators import (CalculatorSettings, MLCalculator, MLSettings, describe,
-                                    make_calculator)
+from meltquench.calculators import CalculatorSettings, MLCalculator, MLSettings, describe
 from meltquench.config import load_config
 from meltquench.errors import UserError
 from meltquench.structures import v2o3_rhombohedral

@@ -3,7 +3,6 @@ and its own Bragg lines, ASE's Debye sum on a finite cluster, the Faber-Ziman id
 regions that add up, bad input, the command line and serial == mpirun -np 2."""
 import csv
 import json
-import math
 from pathlib import Path
 
 import numpy as np
