@@ -8,12 +8,22 @@ or one GPAW site against them.
 
     python benchmarks/bench_adsorb_rescore.py RUN/adsorb --set name=sevennet
     python benchmarks/bench_adsorb_rescore.py RUN/adsorb --set name=gpaw --sites site-0,site-3
+    python benchmarks/bench_adsorb_rescore.py RUN/adsorb --finish-of ml-demo \
+        --sites site-1,site-4 --contrast
 
-``--set KEY=VALUE`` changes a key of the folder's own calculator settings (``plan.json``);
+``--contrast`` computes only the listed sites (their adatom included): E_ads of each site less
+that of the first, in which the model and the reference cancel. One single point per site, for
+a costly calculator where the model, the reference and every host would be too many (a
+121-atom GPAW single point takes half an hour on one core here).
+
+``--finish-of PRESET`` takes a preset's finish calculator (the ML presets' GPAW) in place of
+the folder's own settings (``plan.json``); ``--set KEY=VALUE`` changes a key of them;
 the reference (atom or bulk) and the electronic temperature are the folder's. Writes
-``rescore.json`` (``--out``) and prints the table; energies in eV.
+``rescore.json`` (``contrast.json`` with ``--contrast``; ``--out``) and prints the table;
+energies in eV.
 """
 import argparse
+import dataclasses
 import json
 from pathlib import Path
 
@@ -21,17 +31,32 @@ from ase.io import read
 
 from meltquench import calculators
 from meltquench.adsorption import reference_atoms
-from meltquench.config import deep_merge, parse_set
+from meltquench.config import deep_merge, load_config, parse_set
 
 
-def rescore(folder, overrides=(), sites=None, temperature_K=300.0):
+def rescore_settings(settings, overrides=(), finish_of=None):
+    """The calculator settings to rescore with: ``settings`` (a dict, the folder's), or the
+    finish calculator of preset ``finish_of``, with ``overrides`` on top."""
+    if finish_of:
+        finish = load_config(preset=finish_of).finish.calculator
+        if finish is None:
+            raise SystemExit(f"--finish-of: preset {finish_of!r} has no finish calculator")
+        settings = dataclasses.asdict(finish)
+    over = parse_set([f"calculator.{item}" for item in overrides]).get("calculator", {})
+    return calculators.CalculatorSettings.from_dict(deep_merge(settings, over))
+
+
+def rescore(folder, overrides=(), sites=None, temperature_K=300.0, contrast=False,
+            finish_of=None):
     """Rows per site: the folder's E_ads and E_bind and those of the calculator its settings
-    with ``overrides`` (``['name=sevennet', ...]``) give, at the same geometries."""
+    with ``overrides`` (``['name=sevennet', ...]``) give, at the same geometries. With
+    ``contrast``, rows of E_ads less the first site's (``dE_ads_eV``, ``new_dE_ads_eV``) from
+    the sites' energies alone. ``finish_of``: a preset whose finish calculator replaces the
+    folder's settings."""
     folder = Path(folder)
     plan = json.loads((folder / "plan.json").read_text())
     done = json.loads((folder / "results.json").read_text())["sites"]
-    over = parse_set([f"calculator.{item}" for item in overrides]).get("calculator", {})
-    settings = calculators.CalculatorSettings.from_dict(deep_merge(plan["settings"], over))
+    settings = rescore_settings(plan["settings"], overrides, finish_of)
     calc = calculators.make_calculator(settings, directory=folder / "rescore")
     calculators.set_electronic_temperature(calc, settings, temperature_K)
 
@@ -39,6 +64,21 @@ def rescore(folder, overrides=(), sites=None, temperature_K=300.0):
         calculators.prepare_atoms(settings, atoms)
         return float(calc.get_potential_energy(atoms))
 
+    if contrast:
+        order = {name: k for k, name in enumerate(sites or [row["site"] for row in done])}
+        chosen = sorted((row for row in done if row["site"] in order),
+                        key=lambda row: order[row["site"]])
+        if len(chosen) < 2:
+            raise SystemExit("--contrast needs two or more finished sites (--sites A,B)")
+        rows = [{"site": row["site"], "region": row["region"], "E_ads_eV": row["E_ads_eV"],
+                 "new_E_site_eV": energy(read(folder / "tasks" / f"{row['site']}.traj"))}
+                for row in chosen]
+        for r in rows:
+            r["dE_ads_eV"] = r["E_ads_eV"] - rows[0]["E_ads_eV"]
+            r["new_dE_ads_eV"] = r["new_E_site_eV"] - rows[0]["new_E_site_eV"]
+        return {"folder": str(folder), "was": plan["calculator"],
+                "calculator": calculators.describe(settings), "contrast_to": rows[0]["site"],
+                "rows": rows}
     reference = reference_atoms(plan["species"], plan["reference"])
     e_ref = energy(reference) / len(reference)
     e_model = energy(read(folder / "tasks" / "model.traj"))
@@ -63,28 +103,36 @@ def main(argv=None):
     p.add_argument("folder", type=Path, help="a finished 'meltquench adsorb' output folder")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="change a key of the folder's calculator (name=sevennet)")
+    p.add_argument("--finish-of", metavar="PRESET",
+                   help="a preset's finish calculator in place of the folder's (ml-demo)")
     p.add_argument("--sites", help="comma-separated site names (default: every site)")
     p.add_argument("--temperature", type=float, default=300.0,
                    help="electronic temperature for smearing that follows it (K)")
+    p.add_argument("--contrast", action="store_true",
+                   help="only the sites' energies: E_ads less the first site's")
     p.add_argument("-o", "--out", type=Path)
     args = p.parse_args(argv)
     result = rescore(args.folder, args.set, args.sites.split(",") if args.sites else None,
-                     args.temperature)
+                     args.temperature, args.contrast, args.finish_of)
 
     def num(value):
         return f"{value:+9.3f}" if value is not None else f"{'-':>9}"
 
-    print(f"{args.folder}: {result['was']} -> {result['calculator']} "
-          f"(reference {result['reference']}), same geometries")
-    print(f"{'site':<8} {'region':<10} {'E_ads':>9} {'new':>9} {'E_bind':>9} {'new':>9}")
+    if args.contrast:
+        head = f"same geometries; E_ads less {result['contrast_to']}'s"
+        columns = [("dE_ads", "dE_ads_eV"), ("new", "new_dE_ads_eV")]
+    else:
+        head = f"(reference {result['reference']}), same geometries"
+        columns = [("E_ads", "E_ads_eV"), ("new", "new_E_ads_eV"), ("E_bind", "E_bind_eV"),
+                   ("new", "new_E_bind_eV")]
+    print(f"{args.folder}: {result['was']} -> {result['calculator']} {head}")
+    print(f"{'site':<8} {'region':<10} " + " ".join(f"{title:>9}" for title, _ in columns))
     for r in result["rows"]:
-        print(f"{r['site']:<8} {r['region']:<10} {num(r['E_ads_eV'])} {num(r['new_E_ads_eV'])} "
-              f"{num(r['E_bind_eV'])} {num(r['new_E_bind_eV'])}")
-    out = args.out or args.folder / "rescore.json"
+        print(f"{r['site']:<8} {r['region']:<10} " + " ".join(num(r[key]) for _, key in columns))
+    out = args.out or args.folder / ("contrast.json" if args.contrast else "rescore.json")
     out.write_text(json.dumps(result, indent=1) + "\n")
     print(f"written to {out}")
     return 0
-
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -21,6 +21,7 @@ from meltquench.adsorption import (PAPER_EADS_EV, adsorption_figure, adsorption_
                                    reference_atoms, void_radii)
 from meltquench.analysis.regions import interface_mask
 from meltquench.calculators import CalculatorSettings, PairPotential
+from meltquench.config import load_config
 from meltquench.structures import CRYSTAL, MELT
 from test_cli import FAST, assert_one_line_error, mq
 
@@ -214,6 +215,27 @@ def test_rescoring_with_the_same_calculator_gives_the_same_energies(serial, tmp_
     result = json.loads(other.read_text())
     assert "D3" in result["calculator"] and [r["site"] for r in result["rows"]] == ["site-0"]
     assert result["rows"][0]["new_E_bind_eV"] != pytest.approx(rows[0]["E_bind_eV"], abs=1e-3)
+    # --contrast: the sites alone, E_ads less the first listed site's
+    names = [r["site"] for r in rows][::-1][:2]
+    diff = tmp_path / "contrast.json"
+    proc = subprocess.run([sys.executable, str(script), str(out), "--contrast", "--sites",
+                           ",".join(names), "-o", str(diff)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    by_site = {r["site"]: r for r in rows}
+    result = json.loads(diff.read_text())
+    assert [r["site"] for r in result["rows"]] == names and result["contrast_to"] == names[0]
+    expected = by_site[names[1]]["E_ads_eV"] - by_site[names[0]]["E_ads_eV"]
+    assert result["rows"][1]["new_dE_ads_eV"] == pytest.approx(expected, abs=1e-9)
+    assert result["rows"][0]["new_dE_ads_eV"] == 0.0
+    # --finish-of: a preset's finish calculator in place of the folder's settings
+    sys.path.insert(0, str(script.parent))
+    from bench_adsorb_rescore import rescore_settings
+    finish = load_config(preset="ml-demo").finish.calculator
+    assert rescore_settings({"name": "pair"}, finish_of="ml-demo") == finish
+    assert rescore_settings({}, ["gpaw.h=0.2"], finish_of="ml-demo").gpaw.h == 0.2
+    proc = subprocess.run([sys.executable, str(script), str(out), "--finish-of", "demo"],
+                          capture_output=True, text=True)
+    assert proc.returncode != 0 and "has no finish calculator" in proc.stderr
 
 
 def test_a_restart_keeps_finished_sites(serial, tmp_path):
