@@ -232,7 +232,9 @@ def cmd_run(args):
         if (Path(args.restart) / "replicas.yaml").exists():
             restart_replicas(args.restart, stop_after_s=stop_after)
             return 0
-        return finish_status(driver.restart(args.restart, stop_after_s=stop_after))
+        result = driver.restart(args.restart, stop_after_s=stop_after)
+        say_done(result)
+        return finish_status(result)
     preset = args.preset or (None if args.config else "demo")  # no config: the demo
     cfg = load_config(args.config, preset=preset, overrides=args.overrides)
     if args.output:
@@ -248,16 +250,23 @@ def cmd_run(args):
                      stop_after_s=stop_after)
         return 0
     result = driver.run(cfg, overwrite=args.overwrite or cfg.output.overwrite, stop_after_s=stop_after)
+    say_done(result)
     if is_root():
-        print(f"\nDone: {result.nsteps} MD steps. Outputs in {result.run_dir}/:")
-        for name in sorted(p.name for p in result.run_dir.iterdir()
-                           if not p.name.startswith(".")):
-            print(f"  {name}")
         if cfg.output.name == "demo":
             print("\nThis was the demo: a demonstration of the pipeline on a small cell, far too "
                   "short to amorphise anything.\nFor the paper's method: meltquench run --preset "
                   "paper-perfect --dry-run (then on a cluster, see scripts/).")
     return finish_status(result)
+
+
+def say_done(result):
+    """The closing lines of a run, started or restarted: its steps and its files (rank 0)."""
+    if result is None or not is_root():
+        return
+    print(f"\nDone: {result.nsteps} MD steps. Outputs in {result.run_dir}/:")
+    for name in sorted(p.name for p in Path(result.run_dir).iterdir()
+                       if not p.name.startswith(".")):
+        print(f"  {name}")
 
 
 def finish_status(result):

@@ -63,6 +63,7 @@ def test_run_and_restart_from_the_command_line(tmp_path):
     proc = mq("run", "--restart", tmp_path / "r")
     assert proc.returncode == 0, proc.stderr
     assert "step 20/20" in proc.stdout
+    assert "Done: 20 MD steps" in proc.stdout and "  final.traj" in proc.stdout
     assert_one_line_error(mq("run", *FAST, "-o", tmp_path / "r"), "already exists", "--overwrite")
 
 
