@@ -113,25 +113,25 @@ def restart_changes(old, new, before_finish=False):
     :data:`RESTART_BEFORE_FINISH_MAY_CHANGE` may change too."""
     a, b = _flatten(old), _flatten(new)
     may_change = RESTART_MAY_CHANGE + (RESTART_BEFORE_FINISH_MAY_CHANGE if before_finish else ())
-    allowed, refused = [], []
-    keys = set(a)
-    if "finish.calculator" in a and a["finish.calculator"] is None:  # null -> a calculator
-        keys |= {key for key in b if key.startswith("finish.calculator.")}
+
+    def may(key):
+        return any(key == p or key.startswith(p + ".") for p in may_change)
+
     # a section that is null on one side (finish.calculator: null <-> settings) is one change
     sections = sorted(key for side, other in ((a, b), (b, a)) for key in side
                       if side[key] is None and any(k.startswith(key + ".") for k in other))
+    # the keys under a section old had as null are new settings, not keys the run did not know
+    keys = set(a) | {key for key in b if any(key.startswith(s + ".") for s in sections)}
+    allowed, refused = [], []
     for key in sorted(keys):
-        section = next((s for s in sections if key.startswith(s + ".")), None)
-        if section is not None or a.get(key) == b.get(key):
+        if any(key.startswith(s + ".") for s in sections) or a.get(key) == b.get(key):
             continue
-        ok = any(key == p or key.startswith(p + ".") for p in may_change)
-        (allowed if ok else refused).append((key, a.get(key), b.get(key)))
+        (allowed if may(key) else refused).append((key, a.get(key), b.get(key)))
     for section in sections:
         changed = [key for key in keys if key.startswith(section + ".")
                    and a.get(key) != b.get(key)]
-        ok = all(any(key == p or key.startswith(p + ".") for p in may_change) for key in changed)
-        (allowed if ok else refused).append((section, _subtree(old, section),
-                                             _subtree(new, section)))
+        (allowed if all(map(may, changed)) else refused).append(
+            (section, _subtree(old, section), _subtree(new, section)))
     return allowed, refused
 
 
