@@ -1,4 +1,4 @@
-"""The ``meltquench`` command line: run, analyse, build, presets, config.
+"""The ``meltquench`` command line: run, analyse, build, dos, adsorb, finish, presets, config.
 
 Bad input ends with one line on standard error and exit code 2 (a traceback only with
 ``--debug``). ``meltquench run`` exit codes: 0 done, 2 bad input, 75 stopped by a signal or by
@@ -37,6 +37,7 @@ from .config import PRESETS, describe_keys, load_config
 from .electronic import (DOS_FILES, STATES_NAME, THRESHOLD, WIDTH_EV, WINDOW_EV,
                          check_dos_options, compute_states, dos_from_states, dos_settings)
 from .errors import RunStopped, SCFFailure, UserError
+from .finish import finish, finish_config
 from .kernels.parallel import get_comm, is_root
 from .model import build_model
 from .plan import dry_run, preset_cost
@@ -61,6 +62,9 @@ examples:
                                           total DOS, DOS per region, band gap (GPAW)
   meltquench adsorb runs/demo-20261125-101500 --species Na
                                           Na adsorption energies at the largest voids per region
+  meltquench finish runs/paper-perfect-ml-20261207 --set finish.relax_steps=100
+                                          the GPAW finish (optimisation, spot checks) of a run
+                                          made without it, e.g. on a cluster
   meltquench config --show --preset demo  the resolved configuration as YAML
   meltquench config --keys                every configuration key with its default
 """
@@ -70,8 +74,12 @@ def _add_config_args(p):
     p.add_argument("config", nargs="?", help="YAML configuration file (default: the built-in "
                    "defaults; 'meltquench run' with neither a file nor --preset runs the demo)")
     p.add_argument("--preset", metavar="NAME", help="start from a preset ('meltquench presets' lists them)")
-    p.add_argument("--set", metavar="SECTION.KEY=VALUE", action="append", default=[], dest="overrides",
-                   help="override one key, e.g. --set schedule.melt_ps=0.5 (repeatable)")
+    _add_set_argument(p, "override one key, e.g. --set schedule.melt_ps=0.5")
+
+
+def _add_set_argument(p, help):
+    p.add_argument("--set", metavar="SECTION.KEY=VALUE", action="append", default=[],
+                   dest="overrides", help=help + " (repeatable)")
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -179,6 +187,37 @@ def build_parser():
                    help="under mpirun: groups of ranks the tasks are spread over (default: "
                    "one per rank)")
 
+    p = sub.add_parser("finish", help="the finish calculator's part on a run that is over: "
+                       "its final optimisation (or single point) and the force spot checks, "
+                       "e.g. GPAW on a machine-learned run, on a cluster or overnight",
+                       description=textwrap.fill("From the run's final.traj: dynamics.final_relax with the "
+                       "finish calculator (the run's finish section, or --finish-of PRESET's) "
+                       "for at most finish.relax_steps steps (0: a single point), then the force "
+                       "spot checks of the run's calculator against it (finish.check_every "
+                       "frames of its trajectory and the finished structure) and the "
+                       "region-resolved structure. The same as the run's own finish would have "
+                       "done. Writes RUN_DIR/finish/ (finish.json, final.traj, relax.log, "
+                       "analysis/); the run's own files are not touched. Stopped (signal, "
+                       "--stop-after: exit code 75), the same command continues it from its "
+                       "last optimisation step.", 88),
+                       epilog="example:\n  mpirun -np 64 meltquench finish "
+                       "runs/paper-perfect-ml-20261207 --set finish.relax_steps=100\n\n"
+                       "exit codes: 0 done, 2 bad input, 75 stopped (checkpointed), 4 SCF "
+                       "failure, 1 unexpected error",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("source", metavar="RUN_DIR", help="a run folder whose MD is done (final.traj, "
+                   "config.yaml)")
+    p.add_argument("--finish-of", metavar="PRESET", help="use the finish section of PRESET "
+                   "(e.g. paper-perfect-ml, ml-demo) instead of the run's own")
+    _add_set_argument(p, "change one key, e.g. --set finish.relax_steps=50 or --set "
+                      "finish.calculator.gpaw.basis=dzp")
+    p.add_argument("--out", metavar="DIR", help="output folder (default RUN_DIR/finish)")
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier finish in the "
+                   "output folder (only the files this command writes), or start a stopped one "
+                   "afresh")
+    p.add_argument("--stop-after", metavar="TIME", help="wall-time budget (seconds or "
+                   "HH:MM:SS): checkpoint and exit with code 75 before it is spent")
+
     sub.add_parser("presets", help="list the presets with their cost")
 
     p = sub.add_parser("config", help="show the resolved configuration or every key")
@@ -194,9 +233,8 @@ def _add_target_args(p, command):
                    "or a structure file ASE reads")
     p.add_argument("--preset", metavar="NAME", help="with a structure file: the preset whose "
                    "calculator settings to use")
-    p.add_argument("--set", metavar="SECTION.KEY=VALUE", action="append", default=[],
-                   dest="overrides", help="change one key of the configuration, e.g. --set "
-                   "calculator.gpaw.basis=dzp (repeatable)")
+    _add_set_argument(p, "change one key of the configuration, e.g. --set "
+                      "calculator.gpaw.basis=dzp")
     p.add_argument("--out", metavar="DIR", help=f"output folder (default RUN_DIR/{command} or "
                    f"<stem>_{command} beside a structure file)")
     p.add_argument("--overwrite", action="store_true", help="replace earlier results in the "
@@ -584,8 +622,18 @@ def cmd_analyse(args):
     return 0
 
 
+def cmd_finish(args):
+    stop_after = parse_duration(args.stop_after)
+    cfg = finish_config(args.source, args.finish_of, args.overrides)
+    out = Path(args.out) if args.out else Path(args.source) / "finish"
+    finish(args.source, cfg, out, overwrite=args.overwrite, stop_after_s=stop_after)
+    if is_root():
+        print(f"Done. Outputs in {out}/")
+    return 0
+
+
 COMMANDS = {"run": cmd_run, "analyse": cmd_analyse, "analyze": cmd_analyse, "build": cmd_build,
-            "dos": cmd_dos, "adsorb": cmd_adsorb,
+            "dos": cmd_dos, "adsorb": cmd_adsorb, "finish": cmd_finish,
             "presets": cmd_presets, "config": cmd_config}
 
 

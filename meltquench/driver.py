@@ -191,6 +191,11 @@ class MeltQuench:
         self.recorder = None  # the StepRecorder, once the MD runs
         self.attached_finish = False  # whether the atoms carry the finish calculator
         self.finish_failed = None  # why the finish was given up, if it was
+        #: how a stopped run continues, and where its final optimisation then starts
+        self.continue_command = f"meltquench run --restart {self.run_dir}"
+        self.relax_resumes = "the optimisation starts again from the end of the MD"
+        self.relax_step_s = 0.0  # wall time of the optimiser's last step
+        self._relax_clock = None  # when the optimiser's last step ended
 
     def say(self, text):
         if self.is_root:
@@ -490,7 +495,8 @@ class MeltQuench:
             reason = 1
         elif self.stop_after_s is not None:
             elapsed = time.perf_counter() - self.t_start
-            step_s = self.recorder.seconds if self.recorder is not None else 0.0
+            step_s = max(self.recorder.seconds if self.recorder is not None else 0.0,
+                         self.relax_step_s)
             if elapsed + 2.0 * max(step_s, 1e-3) > self.stop_after_s:
                 reason = 2
         return allreduce_max(reason, self.comm)
@@ -596,14 +602,22 @@ class MeltQuench:
                          "the fallback settings (more conservative mixer)")
         return None if error is None else type(error).__name__
 
-    def optimise(self, atoms, label, steps):
+    def optimise(self, atoms, label, steps, restart=None, observers=()):
         """``dynamics.final_relax`` of the atoms of ``dynamics.relax_region`` with the attached
-        calculator, for at most ``steps`` steps (0: forces only), logged to ``relax.log``."""
+        calculator, for at most ``steps`` steps (0: forces only), logged to ``relax.log``.
+        ``restart``: the optimiser's own state file (ASE's JSON; read if it exists, written
+        after every step); ``observers``: functions of the optimiser called after every step
+        (and before the first), ahead of the stop check."""
         d = self.cfg.dynamics
         logfile = str(self.path("relax.log")) if self.is_root else None
+        self._relax_clock = None
         with relax_region(atoms, d.relax_region, d.relax_radius, label) as note:
             self.say(note)
-            opt = OPTIMISERS[d.final_relax](atoms, logfile=logfile)
+            opt = OPTIMISERS[d.final_relax](atoms, logfile=logfile,
+                                            restart=None if restart is None else str(restart))
+            for observer in observers:
+                opt.attach(observer, 1, opt)
+            opt.attach(self.time_relax_step, 1)
             opt.attach(self.stop_in_relax, 1, opt)
             converged = opt.run(fmax=d.relax_fmax, steps=steps)
             fmax = np.abs(atoms.get_forces()).max() if len(atoms) else 0.0
@@ -615,10 +629,11 @@ class MeltQuench:
                      f"{fmax:.3f} eV/Å ({'converged' if converged else 'NOT converged'} to "
                      f"{d.relax_fmax} eV/Å)")
 
-    def spot_checks(self, atoms):
+    def spot_checks(self, atoms, trajectory=None):
         """Forces of the run's calculator against the finish calculator's on the mobile atoms
         of the final structure and of every ``finish.check_every``-th frame of the
-        programme (:mod:`meltquench.checks`); printed, and written to ``analysis/``."""
+        programme (``trajectory``, default the run folder's; :mod:`meltquench.checks`);
+        printed, and written to ``analysis/``. Returns the :class:`SpotChecks`."""
         reference = atoms.calc
         checks = SpotChecks(calculators.describe(self.cfg.calculator),
                             calculators.describe(self.cfg.finish.calculator))
@@ -628,7 +643,8 @@ class MeltQuench:
         every = self.cfg.finish.check_every
         if every:
             interval = self.cfg.output.trajectory_interval
-            frames = read(self.path("trajectory.traj"), index=f"::{every}", parallel=False)
+            frames = read(trajectory or self.path("trajectory.traj"), index=f"::{every}",
+                          parallel=False)
             for k, frame in enumerate(frames):
                 step = k * every * interval
                 if step > self.last_main_step:
@@ -643,6 +659,15 @@ class MeltQuench:
         self.say("\n".join(checks.lines()))
         if self.is_root:
             checks.write(self.path("analysis"))
+        return checks
+
+    def time_relax_step(self):
+        """Optimiser observer: the wall time of the last step, for the ``--stop-after``
+        budget."""
+        now = time.perf_counter()
+        if self._relax_clock is not None:
+            self.relax_step_s = now - self._relax_clock
+        self._relax_clock = now
 
     def stop_in_relax(self, opt):
         """Optimiser observer: stop (checkpointed: the one of the last MD step) on a signal
@@ -651,9 +676,8 @@ class MeltQuench:
         if reason:
             why = "a stop signal" if reason == 1 else "the --stop-after budget"
             raise Interrupted(f"stopped by {why} in step {opt.nsteps} of the final "
-                              f"optimisation; continue with: meltquench run --restart "
-                              f"{self.run_dir} (the optimisation starts again from the end of "
-                              "the MD)")
+                              f"optimisation; continue with: {self.continue_command} "
+                              f"({self.relax_resumes})")
 
     def conclude(self, atoms):
         """The analysis, then the checkpoint of phase ``done``; the :class:`RunResult`."""
