@@ -37,7 +37,7 @@ from .config import PRESETS, describe_keys, load_config
 from .electronic import (DOS_FILES, STATES_NAME, THRESHOLD, WIDTH_EV, WINDOW_EV,
                          check_dos_options, compute_states, dos_from_states, dos_settings)
 from .errors import RunStopped, SCFFailure, UserError
-from .finish import finish, finish_config
+from .finish import finish, finish_config, finish_plan
 from .kernels.parallel import get_comm, is_root
 from .model import build_model
 from .plan import dry_run, preset_cost
@@ -217,6 +217,8 @@ def build_parser():
                    "afresh")
     p.add_argument("--stop-after", metavar="TIME", help="wall-time budget (seconds or "
                    "HH:MM:SS): checkpoint and exit with code 75 before it is spent")
+    p.add_argument("--dry-run", action="store_true", help="print what it would compute and its "
+                   "estimated cost on these ranks; compute nothing")
 
     sub.add_parser("presets", help="list the presets with their cost")
 
@@ -625,6 +627,11 @@ def cmd_analyse(args):
 def cmd_finish(args):
     stop_after = parse_duration(args.stop_after)
     cfg = finish_config(args.source, args.finish_of, args.overrides)
+    if args.dry_run:
+        text = finish_plan(args.source, cfg, get_comm().Get_size())
+        if is_root():
+            print(text)
+        return 0
     out = Path(args.out) if args.out else Path(args.source) / "finish"
     finish(args.source, cfg, out, overwrite=args.overwrite, stop_after_s=stop_after)
     if is_root():

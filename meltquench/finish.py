@@ -44,14 +44,17 @@ from pathlib import Path
 
 import numpy as np
 from ase.io import write
+from ase.io.trajectory import Trajectory
 
 from . import calculators, rundir
 from .analysis import analyse
 from .config import config_from_dict, deep_merge, parse_set, preset_dict, read_yaml
 from .checkpoint import read_checkpoint
-from .driver import RESTART_MAY_CHANGE, MeltQuench, describe_change, restart_changes
+from .driver import (RESTART_MAY_CHANGE, MeltQuench, describe_change, last_main_step,
+                     restart_changes)
 from .errors import SCFFailure, UserError
 from .kernels.parallel import get_comm
+from .plan import finish_cost_lines
 from .progress import StopFlag
 from .rundir import collective, write_atomic
 from .structures import fixed_mask, read_structure
@@ -101,6 +104,41 @@ def finish_config(run_dir, finish_of=None, overrides=()):
                         "--set 'finish.calculator={name: gpaw}'")
     calculators.check_available(cfg.finish.calculator)
     return cfg
+
+
+def check_frames(cfg, run_dir):
+    """How many frames of the run's trajectory the spot checks take (``finish.check_every``;
+    the programme's, not the anneal's)."""
+    every = cfg.finish.check_every
+    path = Path(run_dir) / "trajectory.traj"
+    if not every or not path.exists():
+        return 0
+    with Trajectory(str(path)) as frames:
+        n_frames = len(frames)
+    interval = cfg.output.trajectory_interval
+    nsteps = cfg.build_schedule().nsteps(cfg.dynamics.timestep_fs)
+    last = last_main_step(cfg, nsteps)
+    return sum(1 for k in range(0, n_frames, every) if k * interval <= last)
+
+
+def finish_plan(run_dir, cfg, ranks=1):
+    """What ``meltquench finish --dry-run`` prints: the finish of ``run_dir`` with ``cfg``
+    and its estimated cost on ``ranks`` ranks; computes nothing."""
+    atoms = read_structure(Path(run_dir) / "final.traj")
+    n_checks = check_frames(cfg, run_dir)
+    d = cfg.dynamics
+    steps = cfg.finish.relax_steps if cfg.finish.relax_steps is not None else d.relax_steps
+    lines = ["dry run: nothing is computed",
+             f"finish of {run_dir} (its final.traj, {atoms.get_chemical_formula()}, "
+             f"{len(atoms)} atoms): {calculators.describe(cfg.finish.calculator)}",
+             (f"  {d.final_relax} of relax_region {d.relax_region}, at most {steps} steps to "
+              f"{d.relax_fmax} eV/Å" if d.final_relax and steps else "  a single point"),
+             f"  spot checks against {calculators.describe(cfg.calculator)} on "
+             + (f"{n_checks} trajectory frame(s) and " if n_checks else "") + "the result"]
+    if cfg.finish.calculator.name == "gpaw":
+        lines.append(f"GPAW parallel layout on {ranks} rank(s): " + calculators.parallel_plan_text(
+            cfg.finish.calculator.gpaw, ranks, len(atoms)))
+    return "\n".join(lines + finish_cost_lines(cfg, len(atoms), n_checks, ranks))
 
 
 def finish(run_dir, cfg, out=None, comm=None, overwrite=False, stop_after_s=None, stream=None):

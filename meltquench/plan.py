@@ -116,6 +116,18 @@ def step_cost_s(settings, n_atoms, ranks=1):
     return spin * s_ref * (n_atoms / n_ref) ** k / mpi_speedup(settings, ranks, n_atoms)
 
 
+def single_point_s(settings, n_atoms, ranks=1):
+    """Estimated wall seconds of a single point of ``settings`` from scratch (a GPAW SCF
+    takes :data:`~meltquench.calibrate.COLD_ITERATIONS` iterations where an MD step, started
+    from the last one's density, takes :data:`~meltquench.calibrate.ITERATIONS_PER_STEP`);
+    None where no step time was measured."""
+    seconds = step_cost_s(settings, n_atoms, ranks)
+    if seconds is not None and settings.name == "gpaw":
+        seconds *= ((COLD_ITERATIONS + FORCES_ITERATIONS)
+                    / (ITERATIONS_PER_STEP + FORCES_ITERATIONS))
+    return seconds
+
+
 def format_duration(seconds):
     if seconds is None:
         return "unknown"
@@ -189,10 +201,8 @@ def cost_lines(cfg, atoms, ranks=1, timings=None):
                 total += timing.single_point_s() - per_step
             paid_setup.add(which)
         else:
-            per_step = step_cost_s(settings, len(atoms), ranks)
-            if per_step is not None and steps is None and settings.name == "gpaw":
-                per_step *= ((COLD_ITERATIONS + FORCES_ITERATIONS)  # from scratch
-                             / (ITERATIONS_PER_STEP + FORCES_ITERATIONS))
+            per_step = (step_cost_s if steps is not None else single_point_s)(
+                settings, len(atoms), ranks)
         name = calculators.describe(settings)
         what = f"{label} with {name}" if steps is None else f"{label}: {steps} steps with {name}"
         if per_step is None:
@@ -222,6 +232,36 @@ def cost_lines(cfg, atoms, ranks=1, timings=None):
             lines.append(f"  on 128 ranks: ~{format_duration(total_128)} (Amdahl's law with the "
                          f"serial share measured on 2 ranks: {shares}; an extrapolation)")
     return lines
+
+
+def finish_cost_lines(cfg, n_atoms, n_checks, ranks=1):
+    """The estimated cost of ``meltquench finish`` with ``cfg`` on a structure of ``n_atoms``
+    whose spot checks take ``n_checks`` trajectory frames."""
+    settings = cfg.finish.calculator
+    name = calculators.describe(settings)
+    relax = cfg.dynamics.final_relax
+    steps = cfg.finish.relax_steps if cfg.finish.relax_steps is not None else \
+        cfg.dynamics.relax_steps
+    start = single_point_s(settings, n_atoms, ranks)
+    per_step = step_cost_s(settings, n_atoms, ranks)
+    lines = [f"estimated cost on {ranks} core(s) of a 2-core laptop-class machine (see "
+             "meltquench.plan):"]
+    if start is None:
+        return lines + [f"  {name}: not estimated (no step time of this calculator/mode was "
+                        "measured on the development machine)"]
+    total = start
+    if relax and steps:
+        total += per_step * steps
+        lines.append(f"  final {relax}, at most {steps} steps: ~{format_duration(start)} for "
+                     f"the first (from scratch), ~{format_duration(per_step)} per step after, "
+                     f"~{format_duration(start + per_step * steps)} at most")
+    else:
+        lines.append(f"  a single point from scratch: ~{format_duration(start)}")
+    if n_checks:
+        total += start * n_checks
+        lines.append(f"  spot checks on {n_checks} trajectory frame(s): ~{format_duration(start)}"
+                     f" each, ~{format_duration(start * n_checks)}")
+    return lines + [f"  in all: ~{format_duration(total)} (with {name})"]
 
 
 def defect_lines(cfg, atoms):

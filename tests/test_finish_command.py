@@ -15,7 +15,7 @@ from meltquench import driver
 from meltquench.calculators import PairPotential
 from meltquench.errors import Interrupted, UserError
 from meltquench.driver import OPTIMISERS
-from meltquench.finish import CHECKPOINT_NAME, finish, finish_config
+from meltquench.finish import CHECKPOINT_NAME, check_frames, finish, finish_config
 from meltquench.model import relax_region
 from test_cli import assert_one_line_error, mq
 from test_finish import FINISH_PAIR, config
@@ -65,6 +65,8 @@ def test_finishing_a_finishless_run_gives_the_run_made_with_its_finish(tmp_path,
     assert moved.max() > 1e-3
     assert start.get_potential_energy() != pytest.approx(atoms.get_potential_energy(), abs=1e-3)
     assert not (tmp_path / "finish" / CHECKPOINT_NAME).exists()
+    assert check_frames(finish_config(runs / "without", overrides=[FINISH]),
+                        runs / "without") == len(ours["per_structure"]) - 1 == 5
     assert yaml.safe_load((tmp_path / "finish" / "config.yaml").read_text())["finish"][
         "calculator"]["pair"]["cutoff"] == 5.0
     out = capsys.readouterr().out
@@ -140,6 +142,11 @@ def test_finish_refuses_what_it_cannot_do(tmp_path, runs):
 def test_the_command_line_finishes_and_analyses(tmp_path, runs):
     run_dir = tmp_path / "run"
     driver.run(config("finish.calculator=null", "analysis.enabled=true"), run_dir=run_dir)
+    proc = mq("finish", run_dir, "--finish-of", "ml-demo", "--dry-run")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "dry run: nothing is computed" in proc.stdout and "GPAW parallel layout" in proc.stdout
+    assert "a single point from scratch: ~" in proc.stdout and "in all: ~" in proc.stdout
+    assert not (run_dir / "finish").exists()
     proc = mq("finish", run_dir, "--set", FINISH, "--set", "finish.relax_steps=0")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "a single point, max |F| component" in proc.stdout
