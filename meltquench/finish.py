@@ -82,6 +82,9 @@ def finish_config(run_dir, finish_of=None, overrides=()):
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise UserError(f"finish: {run_dir} is not a folder (give a run folder)")
+    if (run_dir / "replicas.yaml").exists():
+        raise UserError(f"finish: {run_dir} holds replicas: finish each of them, e.g. "
+                        f"meltquench finish {run_dir / 'replica-0'}")
     for name in ("config.yaml", "final.traj"):
         if not (run_dir / name).is_file():
             raise UserError(f"finish: {run_dir} has no {name}: give the folder of a run "

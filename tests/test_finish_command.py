@@ -113,6 +113,11 @@ def test_finish_refuses_what_it_cannot_do(tmp_path, runs):
         finish_config(runs / "without", finish_of="paper-perfekt")
     with pytest.raises(UserError, match="has no config.yaml: give the folder of a run"):
         finish_config(tmp_path)
+    (tmp_path / "replicas.yaml").write_text("replicas: {count: 2}\n")
+    with pytest.raises(UserError, match="holds replicas: finish each of them, e.g. meltquench "
+                                        "finish .*replica-0"):
+        finish_config(tmp_path)
+    (tmp_path / "replicas.yaml").unlink()
     with pytest.raises(Interrupted):  # a run stopped in its MD
         driver.run(config(), run_dir=tmp_path / "stopped", stop_after_s=1e-9)
     with pytest.raises(UserError, match="still in its MD: continue it first"):
