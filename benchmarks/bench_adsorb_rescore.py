@@ -14,7 +14,9 @@ or one GPAW site against them.
 ``--contrast`` computes only the listed sites (their adatom included): E_ads of each site less
 that of the first, in which the model and the reference cancel. One single point per site, for
 a costly calculator where the model, the reference and every host would be too many (a
-121-atom GPAW single point takes half an hour on one core here).
+121-atom GPAW single point takes half an hour on one core here). ``--hosts`` adds each site's
+host (its adatom taken out) for E_bind less the first site's, which leaves out what the
+adatom did to its host (E_deform): two single points per site.
 
 ``--finish-of PRESET`` takes a preset's finish calculator (the ML presets' GPAW) in place of
 the folder's own settings (``plan.json``); ``--set KEY=VALUE`` changes a key of them;
@@ -47,7 +49,7 @@ def rescore_settings(settings, overrides=(), finish_of=None):
 
 
 def rescore(folder, overrides=(), sites=None, temperature_K=300.0, contrast=False,
-            finish_of=None):
+            finish_of=None, hosts=False):
     """Rows per site: the folder's E_ads and E_bind and those of the calculator its settings
     with ``overrides`` (``['name=sevennet', ...]``) give, at the same geometries. With
     ``contrast``, rows of E_ads less the first site's (``dE_ads_eV``, ``new_dE_ads_eV``) from
@@ -70,12 +72,23 @@ def rescore(folder, overrides=(), sites=None, temperature_K=300.0, contrast=Fals
                         key=lambda row: order[row["site"]])
         if len(chosen) < 2:
             raise SystemExit("--contrast needs two or more finished sites (--sites A,B)")
-        rows = [{"site": row["site"], "region": row["region"], "E_ads_eV": row["E_ads_eV"],
-                 "new_E_site_eV": energy(read(folder / "tasks" / f"{row['site']}.traj"))}
-                for row in chosen]
+        rows = []
+        for row in chosen:
+            site = read(folder / "tasks" / f"{row['site']}.traj")
+            rows.append({"site": row["site"], "region": row["region"],
+                         "E_ads_eV": row["E_ads_eV"], "E_bind_eV": row.get("E_bind_eV"),
+                         "new_E_site_eV": energy(site)})
+            if hosts:
+                rows[-1]["new_E_host_eV"] = energy(site[:-1])
         for r in rows:
             r["dE_ads_eV"] = r["E_ads_eV"] - rows[0]["E_ads_eV"]
             r["new_dE_ads_eV"] = r["new_E_site_eV"] - rows[0]["new_E_site_eV"]
+            if hosts:
+                r["dE_bind_eV"] = (r["E_bind_eV"] - rows[0]["E_bind_eV"]
+                                   if None not in (r["E_bind_eV"], rows[0]["E_bind_eV"])
+                                   else None)
+                r["new_dE_bind_eV"] = (r["new_dE_ads_eV"] - r["new_E_host_eV"]
+                                       + rows[0]["new_E_host_eV"])
         return {"folder": str(folder), "was": plan["calculator"],
                 "calculator": calculators.describe(settings), "contrast_to": rows[0]["site"],
                 "rows": rows}
@@ -110,10 +123,15 @@ def main(argv=None):
                    help="electronic temperature for smearing that follows it (K)")
     p.add_argument("--contrast", action="store_true",
                    help="only the sites' energies: E_ads less the first site's")
+    p.add_argument("--hosts", action="store_true",
+                   help="with --contrast: each site's host too (its adatom taken out), for "
+                   "E_bind less the first site's")
     p.add_argument("-o", "--out", type=Path)
     args = p.parse_args(argv)
+    if args.hosts and not args.contrast:
+        p.error("--hosts goes with --contrast (without it every host is computed anyway)")
     result = rescore(args.folder, args.set, args.sites.split(",") if args.sites else None,
-                     args.temperature, args.contrast, args.finish_of)
+                     args.temperature, args.contrast, args.finish_of, args.hosts)
 
     def num(value):
         return f"{value:+9.3f}" if value is not None else f"{'-':>9}"
@@ -121,6 +139,8 @@ def main(argv=None):
     if args.contrast:
         head = f"same geometries; E_ads less {result['contrast_to']}'s"
         columns = [("dE_ads", "dE_ads_eV"), ("new", "new_dE_ads_eV")]
+        if args.hosts:
+            columns += [("dE_bind", "dE_bind_eV"), ("new", "new_dE_bind_eV")]
     else:
         head = f"(reference {result['reference']}), same geometries"
         columns = [("E_ads", "E_ads_eV"), ("new", "new_E_ads_eV"), ("E_bind", "E_bind_eV"),

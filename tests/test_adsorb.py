@@ -227,6 +227,19 @@ def test_rescoring_with_the_same_calculator_gives_the_same_energies(serial, tmp_
     expected = by_site[names[1]]["E_ads_eV"] - by_site[names[0]]["E_ads_eV"]
     assert result["rows"][1]["new_dE_ads_eV"] == pytest.approx(expected, abs=1e-9)
     assert result["rows"][0]["new_dE_ads_eV"] == 0.0
+    # --hosts: E_bind less the first site's as well, from the sites and their hosts
+    proc = subprocess.run([sys.executable, str(script), str(out), "--contrast", "--hosts",
+                           "--sites", ",".join(names), "-o", str(diff)], capture_output=True,
+                          text=True)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(diff.read_text())
+    expected = by_site[names[1]]["E_bind_eV"] - by_site[names[0]]["E_bind_eV"]
+    assert result["rows"][1]["new_dE_bind_eV"] == pytest.approx(expected, abs=1e-9)
+    assert result["rows"][1]["dE_bind_eV"] == pytest.approx(expected, abs=1e-9)
+    assert abs(expected - result["rows"][1]["new_dE_ads_eV"]) > 1e-6  # the hosts differ
+    proc = subprocess.run([sys.executable, str(script), str(out), "--hosts"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2 and "--hosts goes with --contrast" in proc.stderr
     # --finish-of: a preset's finish calculator in place of the folder's settings
     sys.path.insert(0, str(script.parent))
     from bench_adsorb_rescore import rescore_settings
