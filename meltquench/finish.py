@@ -276,10 +276,12 @@ def summary_lines(summary):
                  + f" to {summary['relax_fmax_eV_per_A']} eV/Å)")
     else:
         relax = (f"a single point, max |F| component {summary['fmax_eV_per_A']:.3f} eV/Å")
-    return [f"finish of {summary['run']}: {summary['calculator']}",
-            f"  {relax}; E = {summary['energy_eV']:.4f} eV",
-            f"  the mobile atoms moved from the run's final.traj by {moved['rms']:.3f} Å rms, "
-            f"{moved['max']:.3f} Å at most ({moved['n_atoms']} atoms)"]
+    lines = [f"finish of {summary['run']}: {summary['calculator']}",
+             f"  {relax}; E = {summary['energy_eV']:.4f} eV"]
+    if summary["optimiser"]:
+        lines.append(f"  the mobile atoms moved from the run's final.traj by {moved['rms']:.3f} Å "
+                     f"rms, {moved['max']:.3f} Å at most ({moved['n_atoms']} atoms)")
+    return lines
 
 
 def _read_checkpoint(out, cfg):

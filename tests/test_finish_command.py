@@ -155,6 +155,7 @@ def test_the_command_line_finishes_and_analyses(tmp_path, runs):
     proc = mq("finish", run_dir, "--set", FINISH, "--set", "finish.relax_steps=0")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "a single point, max |F| component" in proc.stdout
+    assert "moved from the run's final.traj" not in proc.stdout  # nothing moves
     assert "Region-resolved structure of the finished structure" in proc.stdout
     assert f"Done. Outputs in {run_dir / 'finish'}/" in proc.stdout
     for name in ("finish.json", "final.traj", "config.yaml", "analysis/checks.json",
