@@ -18,6 +18,8 @@ a costly calculator where the model, the reference and every host would be too m
 host (its adatom taken out) for E_bind less the first site's, which leaves out what the
 adatom did to its host (E_deform): two single points per site.
 
+Under ``mpirun`` GPAW computes on every rank and rank 0 reports.
+
 ``--finish-of PRESET`` takes a preset's finish calculator (the ML presets' GPAW) in place of
 the folder's own settings (``plan.json``); ``--set KEY=VALUE`` changes a key of them;
 the reference (atom or bulk) and the electronic temperature are the folder's. Writes
@@ -34,6 +36,7 @@ from ase.io import read
 from meltquench import calculators
 from meltquench.adsorption import reference_atoms
 from meltquench.config import deep_merge, load_config, parse_set
+from meltquench.kernels.parallel import is_root
 
 
 def rescore_settings(settings, overrides=(), finish_of=None):
@@ -145,6 +148,8 @@ def main(argv=None):
         head = f"(reference {result['reference']}), same geometries"
         columns = [("E_ads", "E_ads_eV"), ("new", "new_E_ads_eV"), ("E_bind", "E_bind_eV"),
                    ("new", "new_E_bind_eV")]
+    if not is_root():  # under mpirun (GPAW on every rank) rank 0 reports
+        return 0
     print(f"{args.folder}: {result['was']} -> {result['calculator']} {head}")
     print(f"{'site':<8} {'region':<10} " + " ".join(f"{title:>9}" for title, _ in columns))
     for r in result["rows"]:
