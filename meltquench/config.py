@@ -233,6 +233,12 @@ class Config:
                            final_fs=s.final_ps * 1000.0,
                            anneal_fs=self.finish.anneal_ps * 1000.0)
 
+    def finish_relax_steps(self):
+        """At most this many steps of the final optimisation with the finish calculator:
+        ``finish.relax_steps``, or where it is null ``dynamics.relax_steps``."""
+        steps = self.finish.relax_steps
+        return self.dynamics.relax_steps if steps is None else steps
+
 
 # --------------------------------------------------------------------------- presets
 def deep_merge(base, over):

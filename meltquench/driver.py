@@ -105,14 +105,17 @@ def _flatten(tree, prefix=""):
     return flat
 
 
-def restart_changes(old, new, before_finish=False):
+def restart_changes(old, new, before_finish=False, may_change=None):
     """The keys whose values differ between configuration dicts ``old`` and ``new``, as
     ``(allowed, refused)`` lists of ``(key, old value, new value)``. A key ``old`` does not
     have (one a later meltquench added) is not a change: the run did not know it.
     ``before_finish``: no step has used the finish calculator yet, so the keys of
-    :data:`RESTART_BEFORE_FINISH_MAY_CHANGE` may change too."""
+    :data:`RESTART_BEFORE_FINISH_MAY_CHANGE` may change too. ``may_change``: the keys that
+    may change in place of those (dotted; a section name covers its keys)."""
     a, b = _flatten(old), _flatten(new)
-    may_change = RESTART_MAY_CHANGE + (RESTART_BEFORE_FINISH_MAY_CHANGE if before_finish else ())
+    if may_change is None:
+        may_change = RESTART_MAY_CHANGE + (RESTART_BEFORE_FINISH_MAY_CHANGE if before_finish
+                                           else ())
 
     def may(key):
         return any(key == p or key.startswith(p + ".") for p in may_change)
@@ -562,8 +565,8 @@ class MeltQuench:
                         f"{self.schedule.temperature(self.nsteps * self.dt_fs):.0f} K)"))
         if d.final_relax:
             steps = d.relax_steps
-            if finish and self.cfg.finish.relax_steps is not None:
-                steps = self.cfg.finish.relax_steps
+            if finish:
+                steps = self.cfg.finish_relax_steps()
             failed = self.finish_scf(atoms, lambda: self.optimise(atoms, "final optimisation",
                                                                   steps))
         else:
@@ -758,7 +761,8 @@ def run(cfg, run_dir=None, comm=None, overwrite=None, stop_after_s=None, stream=
         return engine.run(atoms=atoms)
 
 
-def _json_plain(data):
+def json_plain(data):
+    """``data`` as JSON gives it back (tuples as lists, ...): what a checkpoint holds."""
     return json.loads(json.dumps(data))
 
 
@@ -790,8 +794,8 @@ def restart(run_dir, comm=None, stop_after_s=None, stream=None, calculator=None)
                   "changed)", file=stream or sys.stdout, flush=True)
         return RunResult(run_dir, atoms_from_checkpoint(state), int(state["step"]))
     cfg = config_from_dict(read_yaml(run_dir / "config.yaml"), source=str(run_dir / "config.yaml"))
-    old = _json_plain(state["config"])
-    allowed, refused = restart_changes(old, _json_plain(cfg.to_dict()),
+    old = json_plain(state["config"])
+    allowed, refused = restart_changes(old, json_plain(cfg.to_dict()),
                                        before_finish=_finish_unused(state, old, cfg))
     if refused:
         changes = "; ".join(describe_change(*change) for change in refused)

@@ -50,8 +50,8 @@ from . import calculators, rundir
 from .analysis import analyse
 from .config import config_from_dict, deep_merge, parse_set, preset_dict, read_yaml
 from .checkpoint import read_checkpoint
-from .driver import (RESTART_MAY_CHANGE, MeltQuench, describe_change, last_main_step,
-                     restart_changes)
+from .driver import (RESTART_MAY_CHANGE, MeltQuench, describe_change, json_plain,
+                     last_main_step, restart_changes)
 from .errors import SCFFailure, UserError
 from .kernels.parallel import get_comm
 from .plan import finish_cost_lines
@@ -67,8 +67,10 @@ OPTIMISER_STATE_NAME = "optimiser.json"  # ASE's restart file, while the optimis
 FINISH_FILES = (SUMMARY_NAME, CHECKPOINT_NAME, OPTIMISER_STATE_NAME, "final.traj",
                 "final.extxyz", "config.yaml", "relax.log", "gpaw.txt", "analysis/*")
 #: Keys that may differ between a stopped finish and its continuation: those a run's
-#: ``--restart`` allows, and the finish's own step count (the optimisation goes on).
-FINISH_MAY_CHANGE = RESTART_MAY_CHANGE + ("finish.relax_steps", "finish.anneal_ps")
+#: ``--restart`` allows, but the optimiser (its memory is its own), and the finish's own step
+#: count (the optimisation goes on).
+FINISH_MAY_CHANGE = tuple(key for key in RESTART_MAY_CHANGE if key != "dynamics.final_relax") \
+    + ("finish.relax_steps", "finish.anneal_ps")
 #: What an ASE optimiser remembers beyond its restart file: ASE's FIRE saves its velocities
 #: and time step there, not its mixing parameter nor its count of steps downhill.
 OPTIMISER_MEMORY = {"FIRE": ("a", "Nsteps")}
@@ -130,7 +132,7 @@ def finish_plan(run_dir, cfg, ranks=1):
     atoms = read_structure(Path(run_dir) / "final.traj")
     n_checks = check_frames(cfg, run_dir)
     d = cfg.dynamics
-    steps = cfg.finish.relax_steps if cfg.finish.relax_steps is not None else d.relax_steps
+    steps = cfg.finish_relax_steps()
     lines = ["dry run: nothing is computed",
              f"finish of {run_dir} (its final.traj, {atoms.get_chemical_formula()}, "
              f"{len(atoms)} atoms): {calculators.describe(cfg.finish.calculator)}",
@@ -179,7 +181,7 @@ def _finish(engine, run_dir, out):
         + ("" if width is None else f"; smearing width {width:.3f} eV (the programme's last "
            f"temperature, {cfg.schedule.T_final_K:.0f} K)"))
     d = cfg.dynamics
-    steps = cfg.finish.relax_steps if cfg.finish.relax_steps is not None else d.relax_steps
+    steps = cfg.finish_relax_steps()
     done = 0
     optimiser_state = out / OPTIMISER_STATE_NAME
     if state is not None:
@@ -296,12 +298,7 @@ def _read_checkpoint(out, cfg):
     except (ValueError, KeyError) as exc:
         raise UserError(f"cannot read the finish checkpoint {path} ({exc}): pass --overwrite "
                         "to start the finish afresh") from None
-    allowed, refused = restart_changes(old, json.loads(json.dumps(cfg.to_dict())))
-    refused = [c for c in refused if not any(c[0] == p or c[0].startswith(p + ".")
-                                             for p in FINISH_MAY_CHANGE)]
-    if old["dynamics"]["final_relax"] != cfg.dynamics.final_relax:
-        refused.append(("dynamics.final_relax", old["dynamics"]["final_relax"],
-                        cfg.dynamics.final_relax))  # the optimiser's memory is its own
+    _, refused = restart_changes(old, json_plain(cfg.to_dict()), may_change=FINISH_MAY_CHANGE)
     if refused:
         raise UserError(f"{out} holds a stopped finish made with other settings ("
                         + "; ".join(describe_change(*c) for c in refused)
@@ -318,5 +315,5 @@ def _write_checkpoint(out, cfg, progress, atoms, optimiser_state):
              "optimiser_state": Path(optimiser_state).read_text(),
              "memory": {key: value.item() if hasattr(value, "item") else value
                         for key, value in progress["memory"].items()},
-             "config": json.loads(json.dumps(cfg.to_dict()))}
+             "config": json_plain(cfg.to_dict())}
     write_atomic(out / CHECKPOINT_NAME, json.dumps(state).encode())

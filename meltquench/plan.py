@@ -160,8 +160,8 @@ def run_parts(cfg):
         steps = cfg.dynamics.relax_steps
         if finish is not None and not anneal:
             parts.append((f"pre-optimisation {relax} (at most)", cfg.calculator, steps))
-        if finish is not None and cfg.finish.relax_steps is not None:
-            steps = cfg.finish.relax_steps
+        if finish is not None:
+            steps = cfg.finish_relax_steps()
         if steps:
             parts.append((f"final {relax} (at most)", finish or cfg.calculator, steps))
         else:
@@ -240,8 +240,7 @@ def finish_cost_lines(cfg, n_atoms, n_checks, ranks=1):
     settings = cfg.finish.calculator
     name = calculators.describe(settings)
     relax = cfg.dynamics.final_relax
-    steps = cfg.finish.relax_steps if cfg.finish.relax_steps is not None else \
-        cfg.dynamics.relax_steps
+    steps = cfg.finish_relax_steps()
     start = single_point_s(settings, n_atoms, ranks)
     per_step = step_cost_s(settings, n_atoms, ranks)
     lines = [f"estimated cost on {ranks} core(s) of a 2-core laptop-class machine (see "
