@@ -1,4 +1,5 @@
-"""The ``meltquench`` command line: run, analyse, build, dos, adsorb, finish, presets, config.
+"""The ``meltquench`` command line: run, analyse, build, dos, dos-compare, adsorb, finish, presets,
+config.
 
 Bad input ends with one line on standard error and exit code 2 (a traceback only with
 ``--debug``). ``meltquench run`` exit codes: 0 done, 2 bad input, 75 stopped by a signal or by
@@ -34,8 +35,9 @@ from .kernels.xrd import CU_KALPHA
 from .calculators import prepare_atoms, programme_stages, write_vasp_programme
 from .calculators.vasp import check_potcars, programme_table, starting_velocities
 from .config import PRESETS, describe_keys, load_config
-from .electronic import (DOS_FILES, STATES_NAME, THRESHOLD, WIDTH_EV, WINDOW_EV,
-                         check_dos_options, compute_states, dos_from_states, dos_settings)
+from .electronic import (COMPARE_FILES, DOS_FILES, PAPER_MODELS, STATES_NAME, THRESHOLD,
+                         WIDTH_EV, WINDOW_EV, check_dos_options, compare_dos, compute_states,
+                         dos_from_states, dos_settings)
 from .errors import RunStopped, SCFFailure, UserError
 from .finish import finish, finish_config, finish_plan
 from .kernels.parallel import get_comm, is_root
@@ -60,6 +62,8 @@ examples:
                                           the melt melted (melt.json)
   meltquench dos runs/demo-20261125-101500
                                           total DOS, DOS per region, band gap (GPAW)
+  meltquench dos-compare crystal_dos runs/A runs/B --paper crystal perfect defective
+                                          several models' DOS and gaps in one figure (Fig. 4e)
   meltquench adsorb runs/demo-20261125-101500 --species Na
                                           Na adsorption energies at the largest voids per region
   meltquench finish runs/paper-perfect-ml-20261207 --set finish.relax_steps=100
@@ -157,6 +161,29 @@ def build_parser():
     p.add_argument("--threshold", type=float, default=THRESHOLD, metavar="X",
                    help="the DOS gap is where the total DOS is below X states/eV per atom, "
                    f"default {THRESHOLD:g}")
+
+    p = sub.add_parser("dos-compare", help="the total DOS and band gaps of several models "
+                       "side by side (after 'meltquench dos' on each), like the paper's Fig. 4e",
+                       description="Reads the dos.json and dos.csv that 'meltquench dos' wrote "
+                       "for each model and writes dos-compare.png (one panel per model, top to "
+                       "bottom: total DOS per atom against E - E_F, the DOS gap shaded) and "
+                       "dos-compare.csv (formula, magnetic moment, the gaps, the paper's gap of "
+                       "the model it stands for). Computes nothing new.",
+                       epilog="example:\n  meltquench dos-compare crystal_dos amorph mldemo "
+                       "defective \\\n      --labels C-V2O3 A-V2O3 A/C A/C-def --paper crystal "
+                       "amorphous perfect defective",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("folders", nargs="+", metavar="DOS_DIR", help="a 'meltquench dos' output "
+                   "folder, or a run folder holding one as dos/")
+    p.add_argument("--labels", nargs="+", metavar="NAME", help="one name per folder (default "
+                   "the run folder's or structure's name)")
+    p.add_argument("--paper", nargs="+", metavar="MODEL", help="which of the paper's models "
+                   f"each folder stands for: {', '.join(PAPER_MODELS)}, or - for none; their "
+                   "gaps (Fig. 4e) are written beside the engine's")
+    p.add_argument("--out", metavar="DIR", default="dos-compare", help="output folder "
+                   "(default ./dos-compare)")
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier comparison in "
+                   "the output folder (only the files this command writes)")
 
     p = sub.add_parser("adsorb", help="adsorption energy of an atom (Na) at the largest voids "
                        "of each region, with the run's own calculator",
@@ -580,6 +607,17 @@ def cmd_dos(args):
     return 0
 
 
+def cmd_dos_compare(args):
+    comparison = compare_dos(args.folders, args.labels, args.paper)
+    out = Path(args.out)
+    with open_output(out, "dos-compare.csv", args.overwrite, get_comm(), COMPARE_FILES):
+        if is_root():
+            comparison.write(out)
+            print("\n".join(comparison.lines()))
+            print(f"written to {out}")
+    return 0
+
+
 def _interface_width(args, target):
     width = (target.cfg.analysis.interface_width if args.interface_width is None
              else args.interface_width)
@@ -640,7 +678,7 @@ def cmd_finish(args):
 
 
 COMMANDS = {"run": cmd_run, "analyse": cmd_analyse, "analyze": cmd_analyse, "build": cmd_build,
-            "dos": cmd_dos, "adsorb": cmd_adsorb, "finish": cmd_finish,
+            "dos": cmd_dos, "dos-compare": cmd_dos_compare, "adsorb": cmd_adsorb, "finish": cmd_finish,
             "presets": cmd_presets, "config": cmd_config}
 
 

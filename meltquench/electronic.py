@@ -23,6 +23,10 @@ k-point weights:
   gap read off a DOS plot such as the paper's Fig. 4e is; the broadening narrows it by a few
   widths, so it is at most the eigenvalue gap plus one grid step).
 
+``meltquench dos-compare`` reads several such results (:func:`compare_dos`) and puts their
+total DOS per atom and gaps side by side, each next to the paper's gap of the model it stands
+for (the paper's Fig. 4e compares four models).
+
 A PBE+U band gap of V2O3 depends on U, on the magnetic order (``calculator.spinpol`` and the
 initial moments) and on the cell (its size, the k-points, the relaxation): the engine reports
 what it finds next to the paper's numbers (:data:`PAPER_GAPS_EV`), and never tunes to them.
@@ -48,6 +52,8 @@ from .rundir import write_atomic
 PAPER_GAPS_EV = {"crystalline V2O3 (C-V2O3)": 0.49, "amorphous V2O3 (A-V2O3)": 0.16,
                  "A/C interface, perfect (A/C-V2O3@C-HCS)": 0.12,
                  "A/C interface, defective (A/C-V2O3-x@C-HMCS)": 0.06}
+#: The paper's four models by the short names ``meltquench dos-compare --paper`` takes.
+PAPER_MODELS = dict(zip(("crystal", "amorphous", "perfect", "defective"), PAPER_GAPS_EV))
 GAP_CAVEAT = ("a PBE+U band gap of V2O3 depends on U, on the magnetic order (spin "
               "polarisation, initial moments) and on the cell (size, k-points, relaxation): "
               "compare with the paper's numbers, do not tune to them")
@@ -57,6 +63,7 @@ WINDOW_EV = (-6.0, 4.0)  # plotted window around E_F
 STEP_EV = 0.002  # energy grid spacing
 STATES_NAME = "states.npz"
 DOS_FILES = ("dos.json", "dos.csv", "dos.png", "*.tmp")
+COMPARE_FILES = ("dos-compare.csv", "dos-compare.png", "*.tmp")
 
 
 # --------------------------------------------------------------------------- arrays
@@ -374,3 +381,155 @@ def dos_from_states(states, atoms, width=WIDTH_EV, window=WINDOW_EV, step=STEP_E
             "pdos_method": "Mulliken weights from GPAW's LCAO coefficients and overlap"
                            if states.w_skna is not None else None}
     return DOSResult(energy, total, regions, gap, meta, spins)
+
+
+# --------------------------------------------------------------------------- several models
+@dataclass
+class SavedDOS:
+    """The total DOS and gaps of one ``meltquench dos`` result folder, as it wrote them."""
+
+    label: str
+    folder: Path
+    energy: np.ndarray  # eV, relative to the Fermi level
+    total: np.ndarray  # states/eV per cell
+    gap: dict
+    meta: dict
+
+    @classmethod
+    def read(cls, path, label=None):
+        """The result in ``path``: a ``meltquench dos`` output folder (dos.json, dos.csv) or a
+        folder holding one as ``dos/`` (a run folder). ``label`` defaults to the run folder's
+        name (the structure file's stem for ``<stem>_dos``)."""
+        path = Path(path)
+        folder = path / "dos" if (path / "dos" / "dos.json").is_file() else path
+        if not (folder / "dos.json").is_file() or not (folder / "dos.csv").is_file():
+            raise UserError(f"{path} holds no 'meltquench dos' result (dos.json and dos.csv, "
+                            "or a dos/ folder with them): run 'meltquench dos' on it first")
+        try:
+            data = json.loads((folder / "dos.json").read_text())
+            gap, meta = data["gap"], data["meta"]
+            table = np.loadtxt(folder / "dos.csv", delimiter=",", skiprows=1, usecols=(0, 1),
+                               ndmin=2)
+            natoms = int(meta["natoms"])
+            missing = [k for k in ("occupation_gap_eV", "dos_gap_eV", "dos_gap_lower_eV",
+                                   "dos_gap_upper_eV") if k not in gap]
+            if missing:
+                raise KeyError(", ".join(missing))
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise UserError(f"{folder}: not a readable 'meltquench dos' result "
+                            f"({exc.__class__.__name__}: {exc})") from None
+        if table.shape[0] < 2 or natoms < 1:
+            raise UserError(f"{folder}: its dos.csv holds no DOS")
+        if label is None:
+            label = (folder.parent.name if folder.name == "dos"
+                     else folder.name.removesuffix("_dos"))
+        return cls(label, folder, table[:, 0], table[:, 1], gap, meta)
+
+    @property
+    def per_atom(self):
+        """The total DOS in states/eV per atom (models of different sizes compare)."""
+        return self.total / int(self.meta["natoms"])
+
+
+@dataclass
+class DOSComparison:
+    """The total DOS and gaps of several models side by side, each next to the paper's gap
+    of the model it stands for (``paper``: a :data:`PAPER_MODELS` name or None per model)."""
+
+    models: list
+    paper: list
+
+    def rows(self):
+        rows = []
+        for model, key in zip(self.models, self.paper):
+            g, m = model.gap, model.meta
+            rows.append({
+                "model": model.label, "folder": str(model.folder), "formula": m.get("formula", ""),
+                "atoms": int(m["natoms"]), "magnetic_moment_muB": m.get("magnetic_moment_muB"),
+                "occupation_gap_eV": g["occupation_gap_eV"], "dos_gap_eV": g["dos_gap_eV"],
+                "width_eV": g.get("width_eV"), "threshold_per_atom": g.get("threshold_per_atom"),
+                "paper_model": PAPER_MODELS[key] if key else "",
+                "paper_gap_eV": PAPER_GAPS_EV[PAPER_MODELS[key]] if key else None})
+        return rows
+
+    def lines(self):
+        def number(x, fmt):
+            return "-" if x is None or not np.isfinite(x) else format(x, fmt)
+        rows = self.rows()
+        width = max(len("model"), *(len(r["model"]) for r in rows))
+        out = [f"{'model':<{width}}  {'formula':<10} {'moment μB':>9}  {'gap (states) eV':>15}  "
+               f"{'gap (DOS) eV':>12}  {'paper eV':>8}"]
+        for r in rows:
+            out.append(f"{r['model']:<{width}}  {r['formula']:<10} "
+                       f"{number(r['magnetic_moment_muB'], '+.2f'):>9}  "
+                       f"{number(r['occupation_gap_eV'], '.3f'):>15}  "
+                       f"{number(r['dos_gap_eV'], '.3f'):>12}  "
+                       f"{number(r['paper_gap_eV'], '.2f'):>8}")
+        out.append("gap (states): from the occupations; gap (DOS): where the broadened total DOS "
+                   "is below the threshold (see each folder's dos.json for its method)")
+        out.append(f"NB: {GAP_CAVEAT}")
+        return out
+
+    def write(self, out):
+        """``dos-compare.csv`` (one row per model) and ``dos-compare.png`` in ``out``."""
+        out = Path(out)
+        rows = self.rows()
+        text = io.StringIO()
+        writer = csv.DictWriter(text, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+        write_atomic(out / "dos-compare.csv", text.getvalue().encode())
+        self.plot(out / "dos-compare.png")
+
+    def plot(self, path):
+        """One panel per model, top to bottom: the total DOS per atom against E - E_F, the
+        DOS gap shaded, the gaps and the paper's written in the panel (as the paper's Fig. 4e
+        stacks its four models)."""
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+        n = len(self.models)
+        fig = Figure(figsize=(6.4, 1.2 + 1.5 * n), layout="constrained")
+        FigureCanvasAgg(fig)
+        axes = fig.subplots(n, 1, sharex=True, squeeze=False)[:, 0]
+        lo = max(model.energy[0] for model in self.models)
+        hi = min(model.energy[-1] for model in self.models)
+        for k, (ax, model, row) in enumerate(zip(axes, self.models, self.rows())):
+            ax.fill_between(model.energy, model.per_atom, color=f"C{k}", alpha=0.35, lw=0)
+            ax.plot(model.energy, model.per_atom, color=f"C{k}", lw=1.0)
+            ax.axvline(0.0, color="0.3", ls="--", lw=0.8)
+            g = model.gap
+            if g["dos_gap_eV"] > 0 and np.isfinite(g["dos_gap_eV"]):
+                ax.axvspan(g["dos_gap_lower_eV"], g["dos_gap_upper_eV"], color="C3", alpha=0.2)
+            text = (f"{model.label} ({row['formula']}): gap {g['occupation_gap_eV']:.3f} eV "
+                    f"(states), {g['dos_gap_eV']:.3f} eV (DOS)")
+            if row["paper_gap_eV"] is not None:
+                text += f"; paper {row['paper_gap_eV']:g} eV"
+            ax.text(0.01, 0.95, text, transform=ax.transAxes, va="top", fontsize=8)
+            ax.set_ylim(bottom=0, top=1.35 * model.per_atom[(model.energy >= lo)
+                                                           & (model.energy <= hi)].max())
+            ax.set_ylabel("states/eV/atom", fontsize=8)
+        axes[-1].set_xlim(lo, hi)
+        axes[-1].set_xlabel("E - E_F (eV)")
+        fig.savefig(path, dpi=130)
+
+
+def compare_dos(folders, labels=None, paper=None):
+    """The :class:`DOSComparison` of the ``meltquench dos`` results in ``folders``;
+    ``labels`` (one per folder) name them, ``paper`` (one per folder: a
+    :data:`PAPER_MODELS` name, or '-' / None for none) says which of the paper's models
+    each stands for."""
+    folders = list(folders)
+    if not folders:
+        raise UserError("give at least one 'meltquench dos' result folder")
+    for name, given in (("--labels", labels), ("--paper", paper)):
+        if given is not None and len(given) != len(folders):
+            raise UserError(f"{name} needs one value per folder: {len(folders)} folders, "
+                            f"{len(given)} values")
+    paper = [None if key in (None, "-") else key for key in (paper or [None] * len(folders))]
+    for key in paper:
+        if key is not None and key not in PAPER_MODELS:
+            raise UserError(f"--paper: unknown model {key!r}; choose from "
+                            f"{', '.join(PAPER_MODELS)} or - for none")
+    models = [SavedDOS.read(path, label)
+              for path, label in zip(folders, labels or [None] * len(folders))]
+    return DOSComparison(models, paper)

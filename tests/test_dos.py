@@ -215,3 +215,82 @@ def test_dos_of_a_missing_source_or_unfinished_run(tmp_path):
     assert_one_line_error(mq("dos", tmp_path / "nope.extxyz"), "not found")
     (tmp_path / "run").mkdir()
     assert_one_line_error(mq("dos", tmp_path / "run"), "no final.traj")
+
+
+# --------------------------------------------------------------------------- several models
+def _saved_dos(folder, eig_up, eig_down, n_occupied, atoms):
+    """A 'meltquench dos' result folder written from made-up spin-polarised states: one
+    k-point, ``n_occupied`` (up, down) states filled."""
+    from ase.atoms import Atoms
+    eig = np.array([[eig_up], [eig_down]], float)
+    f = np.zeros_like(eig)
+    f[0, 0, :n_occupied[0]] = f[1, 0, :n_occupied[1]] = 1.0
+    states = States(eig, f, np.array([1.0]), 1.0, 0.0, float(sum(n_occupied)))
+    result = dos_from_states(states, Atoms(f"H{atoms}"), width=0.05, window=(-4.0, 4.0),
+                             step=0.005, source=str(folder))
+    folder.mkdir(parents=True)
+    result.write(folder)
+    return result
+
+
+def test_dos_compare_puts_each_models_gaps_beside_the_papers(tmp_path):
+    """Two made-up models (a 2-atom insulator with a 1 eV gap, a 4-atom one with 0.2 eV):
+    the table repeats each folder's own gaps and moment, the paper's gap of the model it
+    stands for, and the figure's DOS per atom integrates to the states per atom."""
+    one = _saved_dos(tmp_path / "crystal_dos", [-2, -0.5, 0.5], [-2, -0.5, 0.5], (2, 2), 2)
+    two = _saved_dos(tmp_path / "run" / "dos", [-1, -0.1, 0.1, 1], [-1, 0.3, 0.6, 1.5],
+                     (2, 1), 4)
+    proc = mq("dos-compare", tmp_path / "crystal_dos", tmp_path / "run", "--paper", "crystal",
+              "-", "--out", tmp_path / "cmp")
+    assert proc.returncode == 0, proc.stderr
+    with open(tmp_path / "cmp" / "dos-compare.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [r["model"] for r in rows] == ["crystal", "run"]  # default labels
+    for row, result in zip(rows, (one, two)):
+        assert float(row["occupation_gap_eV"]) == pytest.approx(result.gap["occupation_gap_eV"])
+        assert float(row["dos_gap_eV"]) == pytest.approx(result.gap["dos_gap_eV"])
+        assert float(row["magnetic_moment_muB"]) == result.meta["magnetic_moment_muB"]
+    assert float(rows[0]["occupation_gap_eV"]) == pytest.approx(1.0)
+    assert float(rows[1]["occupation_gap_eV"]) == pytest.approx(0.2)
+    assert float(rows[0]["paper_gap_eV"]) == 0.49 and rows[1]["paper_gap_eV"] == ""
+    assert float(rows[1]["magnetic_moment_muB"]) == 1.0
+    assert (tmp_path / "cmp" / "dos-compare.png").stat().st_size > 10_000
+    assert "paper eV" in proc.stdout and "0.49" in proc.stdout and "depends on U" in proc.stdout
+    from meltquench.electronic import compare_dos
+    comparison = compare_dos([tmp_path / "crystal_dos", tmp_path / "run" / "dos"],
+                             labels=["C", "A/C"])
+    for model, states in zip(comparison.models, (6, 8)):  # 3 + 3 and 4 + 4 states
+        natoms = model.meta["natoms"]
+        assert np.trapezoid(model.per_atom, model.energy) == pytest.approx(states / natoms,
+                                                                           abs=1e-3)
+    assert [m.label for m in comparison.models] == ["C", "A/C"]
+    # a second comparison into the same folder is refused; --overwrite replaces only ours
+    assert_one_line_error(mq("dos-compare", tmp_path / "run", "--out", tmp_path / "cmp"),
+                          "already holds", "--overwrite")
+    (tmp_path / "cmp" / "notes.txt").write_text("mine")
+    proc = mq("dos-compare", tmp_path / "run", "--out", tmp_path / "cmp", "--overwrite")
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "cmp" / "notes.txt").read_text() == "mine"
+    with open(tmp_path / "cmp" / "dos-compare.csv") as fh:
+        assert len(list(csv.DictReader(fh))) == 1
+
+
+@pytest.mark.parametrize("extra, words", [
+    (["--paper", "glass"], ["--paper", "glass", "crystal, amorphous"]),
+    (["--labels", "a", "b"], ["--labels", "one value per folder"]),
+])
+def test_bad_dos_compare_input_is_one_line(tmp_path, extra, words):
+    _saved_dos(tmp_path / "m_dos", [-1, 1], [-1, 1], (1, 1), 2)
+    assert_one_line_error(mq("dos-compare", tmp_path / "m_dos", *extra, "--out",
+                             tmp_path / "cmp"), *words)
+    assert not (tmp_path / "cmp").exists()
+
+
+def test_dos_compare_of_a_folder_without_a_dos_result(tmp_path):
+    (tmp_path / "run").mkdir()
+    assert_one_line_error(mq("dos-compare", tmp_path / "run", "--out", tmp_path / "cmp"),
+                          "no 'meltquench dos' result", "run 'meltquench dos'")
+    _saved_dos(tmp_path / "m_dos", [-1, 1], [-1, 1], (1, 1), 2)
+    (tmp_path / "m_dos" / "dos.json").write_text("{not json")
+    assert_one_line_error(mq("dos-compare", tmp_path / "m_dos", "--out", tmp_path / "cmp"),
+                          "not a readable")
