@@ -294,3 +294,16 @@ def test_dos_compare_of_a_folder_without_a_dos_result(tmp_path):
     (tmp_path / "m_dos" / "dos.json").write_text("{not json")
     assert_one_line_error(mq("dos-compare", tmp_path / "m_dos", "--out", tmp_path / "cmp"),
                           "not a readable")
+
+
+def test_dos_compare_under_mpirun_writes_what_serial_writes(tmp_path, mpirun):
+    _saved_dos(tmp_path / "a_dos", [-2, -0.5, 0.5], [-2, -0.5, 0.5], (2, 2), 2)
+    _saved_dos(tmp_path / "b_dos", [-1, -0.1, 0.1, 1], [-1, 0.3, 0.6, 1.5], (2, 1), 4)
+    folders = [tmp_path / "a_dos", tmp_path / "b_dos", "--paper", "crystal", "perfect"]
+    assert mq("dos-compare", *folders, "--out", tmp_path / "serial").returncode == 0
+    proc = mpirun(["python", "-m", "meltquench.cli", "dos-compare", *map(str, folders),
+                   "--out", str(tmp_path / "mpi")], np=2)
+    assert proc.stdout.count("written to") == 1  # rank 0 alone prints and writes
+    assert ((tmp_path / "mpi" / "dos-compare.csv").read_text()
+            == (tmp_path / "serial" / "dos-compare.csv").read_text())
+    assert (tmp_path / "mpi" / "dos-compare.png").is_file()
