@@ -248,7 +248,9 @@ def test_relax_region_is_a_documented_option_and_the_paper_presets_relax_everyth
     assert (cfg.dynamics.relax_region, cfg.dynamics.relax_radius) == ("melt", 4.0)
     for name in PRESETS:
         relax = load_config(preset=name).dynamics.relax_region
-        assert relax == ("all" if name.startswith("paper") else "melt"), name
+        expected = ("all" if name.startswith("paper")
+                    else "melt+defects" if "defective" in name else "melt")
+        assert relax == expected, name
     assert load_config(overrides=["dynamics.relax_region=melt+defects",
                                   "dynamics.relax_radius=3.5"]).dynamics.relax_radius == 3.5
     with pytest.raises(UserError, match="dynamics.relax_region must be one of melt, "
