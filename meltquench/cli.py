@@ -262,6 +262,9 @@ def _add_target_args(p, command):
                    "or a structure file ASE reads")
     p.add_argument("--preset", metavar="NAME", help="with a structure file: the preset whose "
                    "calculator settings to use")
+    p.add_argument("--finish-of", metavar="PRESET", help="use the finish calculator of PRESET "
+                   "(e.g. ml-demo: GPAW PBE+U) in place of the run's own: for a run made with "
+                   "finish.calculator null")
     _add_set_argument(p, "change one key of the configuration, e.g. --set "
                       "calculator.gpaw.basis=dzp")
     p.add_argument("--out", metavar="DIR", help=f"output folder (default RUN_DIR/{command} or "
@@ -581,7 +584,7 @@ def structure_extras(args, result, regions, xrd_options, out):
 
 def cmd_dos(args):
     comm = get_comm()
-    target = load_target(args.source, args.preset, args.overrides)
+    target = load_target(args.source, args.preset, args.overrides, args.finish_of)
     settings, which = target.calculator_settings()
     settings = dos_settings(settings)
     check_dos_options(args.width, args.window, args.threshold)
@@ -626,7 +629,7 @@ def _interface_width(args, target):
 
 def cmd_adsorb(args):
     comm = get_comm()
-    target = load_target(args.source, args.preset, args.overrides)
+    target = load_target(args.source, args.preset, args.overrides, args.finish_of)
     settings, which = target.calculator_settings()
     reference = choose_reference(args.reference, settings)
     check_options(args.species, reference, args.fmax, args.steps)

@@ -595,14 +595,23 @@ def config_from_dict(data, source=None):
     return cfg
 
 
-def load_config(path=None, preset=None, overrides=()):
-    """Defaults <- preset <- YAML file <- ``--set`` overrides, validated into a :class:`Config`."""
+def load_config(path=None, preset=None, overrides=(), finish_of=None):
+    """Defaults <- preset <- YAML file <- ``--set`` overrides, validated into a :class:`Config`.
+
+    ``finish_of`` names a preset whose ``finish`` section replaces the one so far (before the
+    overrides): how ``meltquench finish``, ``dos`` and ``adsorb`` give a run made without a
+    finish calculator one (``--finish-of``)."""
     data = preset_dict(preset) if preset else {}
     base_dir = None
     if path is not None:
         file_data = read_yaml(path)
         base_dir = Path(path).resolve().parent
         data = deep_merge(data, file_data)
+    if finish_of:
+        finish = preset_dict(finish_of).get("finish") or {}
+        if finish.get("calculator") is None:
+            raise UserError(f"--finish-of: preset {finish_of!r} has no finish calculator")
+        data["finish"] = finish
     data = deep_merge(data, parse_set(overrides))
     structure = data.get("structure") or {}
     if isinstance(structure, dict) and structure.get("file") and base_dir is not None:

@@ -196,8 +196,8 @@ def dos_settings(settings):
     s = CalculatorSettings.from_dict(settings)
     if s.name != "gpaw":
         raise UserError(f"meltquench dos needs GPAW's Kohn-Sham states; the calculator here is "
-                        f"{s.name} (--set calculator.name=gpaw, or finish.calculator.name for "
-                        "a run with a finish calculator)")
+                        f"{s.name} (--set calculator.name=gpaw; a run made without a finish "
+                        "calculator: --finish-of PRESET, e.g. ml-demo)")
     return replace(s, dispersion=None)
 
 

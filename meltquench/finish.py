@@ -48,7 +48,7 @@ from ase.io.trajectory import Trajectory
 
 from . import calculators, rundir
 from .analysis import analyse
-from .config import config_from_dict, deep_merge, parse_set, preset_dict, read_yaml
+from .config import load_config
 from .checkpoint import read_checkpoint
 from .driver import (RESTART_MAY_CHANGE, MeltQuench, describe_change, json_plain,
                      last_main_step, restart_changes)
@@ -95,14 +95,7 @@ def finish_config(run_dir, finish_of=None, overrides=()):
     if phase == "md":
         raise UserError(f"finish: the run in {run_dir} is still in its MD: continue it first "
                         f"with meltquench run --restart {run_dir}")
-    data = read_yaml(run_dir / "config.yaml")
-    if finish_of:
-        finish = preset_dict(finish_of).get("finish") or {}
-        if finish.get("calculator") is None:
-            raise UserError(f"--finish-of: preset {finish_of!r} has no finish calculator")
-        data["finish"] = finish
-    data = deep_merge(data, parse_set(overrides))
-    cfg = config_from_dict(data, source=str(run_dir / "config.yaml"))
+    cfg = load_config(run_dir / "config.yaml", overrides=overrides, finish_of=finish_of)
     if cfg.finish.calculator is None:
         raise UserError(f"{run_dir / 'config.yaml'} has no finish calculator (finish.calculator: "
                         "null): give one with --finish-of PRESET (e.g. paper-perfect-ml) or "

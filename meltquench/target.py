@@ -41,10 +41,11 @@ class Target:
         return self.path.with_name(f"{self.path.stem}_{command}")
 
 
-def load_target(source, preset=None, overrides=()):
+def load_target(source, preset=None, overrides=(), finish_of=None):
     """The :class:`Target` of ``source``: a run folder (its ``final.traj`` and ``config.yaml``)
-    or a structure file (the default configuration). ``preset`` and ``overrides``
-    (``section.key=value``) apply on top. Bad input is a :class:`UserError`."""
+    or a structure file (the default configuration). ``preset``, the finish section of preset
+    ``finish_of`` and ``overrides`` (``section.key=value``) apply on top. Bad input is a
+    :class:`UserError`."""
     path = Path(source)
     if path.is_dir():
         final, config = path / FINAL_NAME, path / "config.yaml"
@@ -55,11 +56,11 @@ def load_target(source, preset=None, overrides=()):
         if preset:
             raise UserError("--preset applies to a structure file; a run folder brings its own "
                             "config.yaml (change keys with --set)")
-        cfg = load_config(config, overrides=overrides)
+        cfg = load_config(config, overrides=overrides, finish_of=finish_of)
         return Target(read_structure(final), cfg, f"{final}", run_dir=path, path=final)
     if not path.exists():
         raise UserError(f"not found: {source} (give a run folder or a structure file)")
-    cfg = load_config(preset=preset, overrides=overrides)
+    cfg = load_config(preset=preset, overrides=overrides, finish_of=finish_of)
     return Target(read_structure(path), cfg, str(path), path=path)
 
 

@@ -144,6 +144,26 @@ def test_finish_refuses_what_it_cannot_do(tmp_path, runs):
         finished(tmp_path, runs, "finish.calculator.pair.cutoff=4.5")
 
 
+def test_dos_and_adsorb_take_the_finish_calculator_of_a_preset(runs):
+    """``--finish-of`` gives a run made without a finish calculator one, for ``meltquench
+    dos`` and ``adsorb`` as for ``meltquench finish``: the preset's finish section, --set on
+    top; without it the pair run's DOS is refused with the way out."""
+    from meltquench.config import load_config
+    from meltquench.target import load_target
+    settings, which = load_target(runs / "without", finish_of="ml-demo").calculator_settings()
+    assert settings == load_config(preset="ml-demo").finish.calculator
+    assert "finish calculator" in which and settings.spinpol
+    settings, _ = load_target(runs / "without", overrides=["finish.calculator.gpaw.h=0.2"],
+                              finish_of="ml-demo").calculator_settings()
+    assert settings.gpaw.h == 0.2 and settings.gpaw.basis == "sz(dzp)"
+    assert load_target(runs / "without").calculator_settings()[0].name == "pair"
+    assert_one_line_error(mq("dos", runs / "without"), "needs GPAW", "--finish-of PRESET")
+    for command in ("dos", "adsorb"):
+        assert_one_line_error(mq(command, runs / "without", "--finish-of", "demo"),
+                              "preset 'demo' has no finish calculator")
+    assert not (runs / "without" / "dos").exists() and not (runs / "without" / "adsorb").exists()
+
+
 def test_the_command_line_finishes_and_analyses(tmp_path, runs):
     run_dir = tmp_path / "run"
     driver.run(config("finish.calculator=null", "analysis.enabled=true"), run_dir=run_dir)
