@@ -41,7 +41,7 @@ def build_model(cfg):
                         "the crystal/melt split needs a periodic cell")
     split_regions(atoms, axis=cfg.regions.axis, melt_fraction=cfg.regions.melt_fraction,
                   origin=cfg.regions.origin, fix_crystal=cfg.regions.fix_crystal)
-    expand_melt(atoms, cfg.regions.melt_expansion)
+    expand_melt(atoms, cfg.regions.melt_expansion, axis=cfg.regions.axis)
     if st.defects and st.defect_stage == "before-melt":
         atoms = apply_defect_recipe(atoms, st.defects, st.seed)
     check_model(atoms)

@@ -189,6 +189,11 @@ def _read_failure(path, exc):
     return f"not a valid {name} (ASE's {fmt} reader failed: {exc.__class__.__name__})"
 
 
+#: The ``atoms.info`` keys a region split writes (:func:`split_regions`).
+REGION_INFO_KEYS = ("region_axis", "region_planes", "region_plane_hkl", "region_plane_axes",
+                    "region_plane_angle_deg", "region_plane_to_c_deg", "region_thickness_A")
+
+
 def split_regions(atoms, axis=2, melt_fraction=0.5, origin=0.0, fix_crystal=True):
     """Label the atoms of a periodic cell as crystal (fixed) or melt (mobile), in place.
 
@@ -200,11 +205,21 @@ def split_regions(atoms, axis=2, melt_fraction=0.5, origin=0.0, fix_crystal=True
     the module's documentation). With ``fix_crystal`` the crystal atoms are held by an ASE
     :class:`FixAtoms` constraint, together with any atoms a FixAtoms already held (e.g. from a
     POSCAR's selective dynamics). Returns ``atoms``.
+
+    ``melt_fraction`` 1 melts the whole cell, an amorphous bulk model: every atom is melt, and
+    there is no crystal, no boundary plane and no interface (any region information ``atoms``
+    carried is removed).
     """
     if axis not in (0, 1, 2):
         raise UserError(f"regions.axis must be 0, 1 or 2 (a, b or c), got {axis!r}")
-    if not 0.0 < melt_fraction < 1.0:
-        raise UserError(f"regions.melt_fraction must lie strictly between 0 and 1, got {melt_fraction}")
+    if not 0.0 < melt_fraction <= 1.0:
+        raise UserError("regions.melt_fraction must lie above 0 and at most 1 (the whole cell), "
+                        f"got {melt_fraction}")
+    if melt_fraction == 1.0:
+        atoms.set_tags(np.full(len(atoms), MELT))
+        for key in REGION_INFO_KEYS:
+            atoms.info.pop(key, None)
+        return atoms
     s = atoms.get_scaled_positions(wrap=False)[:, axis]
     # Rounding guards atoms that sit exactly on a plane against 1e-16 noise.
     u = np.round((s - origin) % 1.0, 10) % 1.0
@@ -233,17 +248,24 @@ def split_regions(atoms, axis=2, melt_fraction=0.5, origin=0.0, fix_crystal=True
     return atoms
 
 
-def expand_melt(atoms, expansion):
+def expand_melt(atoms, expansion, axis=2):
     """Give the melt region of a split model (:func:`split_regions`) room along the split axis,
     in place: the lattice vector of the axis grows so that the melt layer is ``1 + expansion``
     times as thick, the crystal keeps its Cartesian geometry and the melt atoms are spread
     evenly over the thicker layer (their other fractional coordinates kept). The melt's density
-    drops by that factor. The paper kept the crystal's cell; a melt held at the crystal's
+    drops by that factor. A model that is all melt (no boundary planes) grows along lattice
+    vector ``axis``, its atoms scaled with the cell. The paper kept the crystal's cell; a melt held at the crystal's
     density between two fixed crystal walls can superheat rather than melt (see
     ``docs/analysis-melt.md``). Tags, constraints and the region information are updated;
     returns ``atoms``.
     """
     if not expansion > 0:
+        return atoms
+    if "region_planes" not in atoms.info:
+        cell = atoms.cell.array.copy()
+        cell[axis] *= 1.0 + expansion
+        atoms.set_cell(cell, scale_atoms=True)
+        atoms.info["region_melt_expansion"] = float(expansion)
         return atoms
     axis = int(atoms.info["region_axis"])
     origin, second = atoms.info["region_planes"]
@@ -433,6 +455,10 @@ def format_region_report(atoms):
     lines = []
     for name, counts in region_report(atoms).items():
         mask = region_mask(atoms, name)
+        if not mask.any():
+            lines.append(f"{name}: none (regions.melt_fraction 1: the whole cell melts, an "
+                         "amorphous bulk model without boundary planes or interface)")
+            continue
         state = "fixed" if mask.any() and fixed[mask].all() else "mobile"
         species = "  ".join(f"{s} {n}" for s, n in counts.items())
         lines.append(f"{name} ({state}): {int(mask.sum())} atoms  {species}")

@@ -59,7 +59,7 @@ def test_axis_letters_and_relative_structure_file(tmp_path):
     ("dynamics: {timestep_fs: 6}\n", ["timestep_fs", "5 fs"]),
     ("dynamics: {thermostat: nosehoover}\n", ["thermostat"]),
     ("dynamics: {seed: 1.5}\n", ["dynamics.seed", "int"]),
-    ("regions: {melt_fraction: 1.0}\n", ["melt_fraction"]),
+    ("regions: {melt_fraction: 1.01}\n", ["melt_fraction", "at most 1 (the whole cell)"]),
     ("structure: {repeat: [1, 0, 1]}\n", ["repeat"]),
     ("calculator: {name: abinit}\n", ["calculator.name"]),
     ("- a\n- b\n", ["mapping"]),

@@ -285,6 +285,35 @@ def test_melt_expansion_gives_the_melt_room_and_keeps_the_crystal():
         load_config(overrides=["regions.melt_expansion=-0.1"])
 
 
+def test_melt_fraction_one_makes_an_amorphous_bulk_model():
+    """regions.melt_fraction 1: every atom is melt, nothing is fixed, no boundary planes (so
+    no interface anywhere downstream); melt_expansion then stretches the whole cell along the
+    axis, atoms scaled with it."""
+    from meltquench.analysis.regions import atom_region_masks
+    from meltquench.structures import fixed_mask, format_region_report
+    overrides = ["structure.builder=v2o3", "structure.repeat=[1,1,2]",
+                 "regions.melt_fraction=1"]
+    bulk = build_model(load_config(overrides=overrides))
+    assert (bulk.get_tags() == MELT).all() and not fixed_mask(bulk).any()
+    assert not any(key.startswith("region_") for key in bulk.info)
+    assert list(atom_region_masks(bulk)) == ["melt"]
+    report = format_region_report(bulk)
+    assert "crystal: none" in report and f"melt (mobile): {len(bulk)} atoms" in report
+    assert "boundary planes:" not in report
+    grown = build_model(load_config(overrides=[*overrides, "regions.melt_expansion=0.1"]))
+    assert grown.cell[2] == pytest.approx(1.1 * bulk.cell[2], abs=1e-9)
+    assert np.abs(grown.get_scaled_positions() - bulk.get_scaled_positions()).max() < 1e-9
+    assert grown.get_volume() == pytest.approx(1.1 * bulk.get_volume(), rel=1e-9)
+    for bad in ("0", "1.5"):
+        with pytest.raises(UserError, match="melt_fraction must lie above 0 and at most 1"):
+            load_config(overrides=[f"regions.melt_fraction={bad}"])
+    # an earlier split is forgotten: the planes of a half-and-half model go
+    half = build_model(load_config(overrides=overrides[:2]))
+    assert "region_planes" in half.info
+    split_regions(half, melt_fraction=1.0)
+    assert "region_planes" not in half.info and (half.get_tags() == MELT).all()
+
+
 @pytest.mark.parametrize("pbc", [True, (True, True, False)])
 def test_min_distance_equals_ase_neighbour_list(pbc):
     """The runaway guard's shortest distance (the engine's cell list) against ASE's neighbour

@@ -68,3 +68,24 @@ def test_vasp_variant_writes_the_equivalent_vasp_input(tmp_path, fake_potcars):
     poscar = (first / "POSCAR").read_text()
     assert "Selective dynamics" in poscar
     assert poscar.count("F   F   F") == 120 and poscar.count("T   T   T") == 120
+
+
+def test_an_amorphous_bulk_model_goes_through_the_whole_pipeline(tmp_path):
+    """regions.melt_fraction 1 (the paper's A-V2O3 is a model of its own): the whole cell
+    melts and quenches; the analysis reports 'all' and 'melt' only, judges the melt and the
+    quench but no crystal, and says why; the void sites are all melt."""
+    from meltquench.adsorption import find_sites
+    from meltquench.analysis.regions import atom_region_masks
+    run = driver.run(load_config(preset="paper-perfect",
+                                 overrides=[*SHORT, "regions.melt_fraction=1"]),
+                     run_dir=tmp_path / "bulk")
+    atoms = run.atoms
+    assert set(summary(tmp_path / "bulk")) == {(pair, region) for pair in
+                                              ("V-V", "V-O", "O-V", "O-O")
+                                              for region in ("all", "melt")}
+    melt = json.loads((tmp_path / "bulk" / "analysis" / "melt.json").read_text())
+    assert [v["name"] for v in melt["verdicts"]] == ["melt", "quench"]
+    assert melt["verdicts"][0]["status"] == "melted"
+    assert any("amorphous bulk model" in note for note in melt["notes"])
+    assert list(atom_region_masks(atoms)) == ["melt"]
+    assert {site["region"] for site in find_sites(atoms, per_region=2)} == {"melt"}

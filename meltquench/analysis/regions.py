@@ -38,7 +38,8 @@ def interface_mask(atoms, width):
 def atom_region_masks(atoms, width=3.0):
     """{region: boolean mask of its atoms} for the regions ``atoms`` can give: ``crystal`` and
     ``melt`` from the tags, ``interface`` (within ``width`` Å of a boundary plane) where the
-    planes are in ``atoms.info``; empty for a structure without crystal/melt tags."""
+    planes are in ``atoms.info``; a region without atoms is left out (an amorphous bulk model
+    has only ``melt``); empty for a structure without crystal/melt tags."""
     tags = atoms.get_tags()
     masks = {}
     if not np.any((tags == CRYSTAL) | (tags == MELT)):
@@ -46,7 +47,7 @@ def atom_region_masks(atoms, width=3.0):
     masks["crystal"], masks["melt"] = tags == CRYSTAL, tags == MELT
     if "region_axis" in atoms.info and "region_planes" in atoms.info:
         masks["interface"] = interface_mask(atoms, width)
-    return masks
+    return {name: mask for name, mask in masks.items() if mask.any()}
 
 
 class Regions:
@@ -74,12 +75,15 @@ class Regions:
         """Decide from the first analysed frame which regions it can give."""
         tags = atoms.get_tags()
         self._tags = bool(np.any((tags == CRYSTAL) | (tags == MELT)))
+        bulk = self._tags and not np.any(tags == CRYSTAL)  # all melt: an amorphous bulk model
         has_planes = "region_axis" in atoms.info and "region_planes" in atoms.info
         self._interface = self._tags and has_planes and "interface" in self.names
-        used, untagged, no_planes = [], [], []
+        used, untagged, no_planes, no_crystal = [], [], [], []
         for name in self.names:
             if name in ("crystal", "melt", "interface") and not self._tags:
                 untagged.append(name)
+            elif name in ("crystal", "interface") and bulk:
+                no_crystal.append(name)
             elif name == "interface" and not self._interface:
                 no_planes.append(name)
             else:
@@ -88,6 +92,9 @@ class Regions:
         if untagged:
             self.notes.append("no crystal/melt tags in the frames: only region 'all' (left "
                               f"out: {', '.join(untagged)})")
+        if no_crystal:
+            self.notes.append("every atom is melt (regions.melt_fraction 1, an amorphous bulk "
+                              f"model): no {' and no '.join(no_crystal)} region")
         if no_planes:
             self.notes.append("no atoms.info['region_axis'] and ['region_planes'] in the "
                               "frames: region 'interface' left out")
