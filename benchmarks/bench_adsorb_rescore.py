@@ -12,7 +12,10 @@ or one GPAW site against them.
         --sites site-1,site-4 --contrast
 
 ``--contrast`` computes only the listed sites (their adatom included): E_ads of each site less
-that of the first, in which the model and the reference cancel. One single point per site, for
+that of the first, in which the model and the reference cancel. A site named ``OTHER:NAME``
+is site NAME of another adsorption folder OTHER (another model of the same cell, e.g. the
+defective one): with ``--hosts`` its E_bind less the first site's compares the two models'
+binding, the reference cancelling (``--sites site-1,../perfect/adsorb:site-1``). One single point per site, for
 a costly calculator where the model, the reference and every host would be too many (a
 121-atom GPAW single point takes half an hour on one core here). ``--hosts`` adds each site's
 host (its adatom taken out) for E_bind less the first site's, which leaves out what the
@@ -51,6 +54,25 @@ def rescore_settings(settings, overrides=(), finish_of=None):
     return calculators.CalculatorSettings.from_dict(deep_merge(settings, over))
 
 
+def contrast_sites(folder, done, sites, species):
+    """[(folder, its results row)] of the ``--contrast`` sites in the order given: a name is a
+    site of ``folder`` (``done``: its results rows), ``OTHER:NAME`` a site of the adsorption
+    folder OTHER (another model: the same species; rescored with the same settings)."""
+    names = sites or [row["site"] for row in done]
+    chosen = []
+    for name in names:
+        where, _, site = name.rpartition(":")
+        where = Path(where) if where else folder
+        rows = done
+        if where != folder:
+            other = json.loads((where / "plan.json").read_text())
+            if other["species"] != species:
+                raise SystemExit(f"{where} adsorbed {other['species']}, {folder} {species}")
+            rows = json.loads((where / "results.json").read_text())["sites"]
+        chosen += [(where, row) for row in rows if row["site"] == site]
+    return chosen
+
+
 def rescore(folder, overrides=(), sites=None, temperature_K=300.0, contrast=False,
             finish_of=None, hosts=False):
     """Rows per site: the folder's E_ads and E_bind and those of the calculator its settings
@@ -70,28 +92,33 @@ def rescore(folder, overrides=(), sites=None, temperature_K=300.0, contrast=Fals
         return float(calc.get_potential_energy(atoms))
 
     if contrast:
-        order = {name: k for k, name in enumerate(sites or [row["site"] for row in done])}
-        chosen = sorted((row for row in done if row["site"] in order),
-                        key=lambda row: order[row["site"]])
+        chosen = contrast_sites(folder, done, sites, plan["species"])
         if len(chosen) < 2:
             raise SystemExit("--contrast needs two or more finished sites (--sites A,B)")
+        if not hosts and any(where != folder for where, _ in chosen):
+            raise SystemExit("a site of another folder (another model) needs --hosts: only "
+                             "E_bind differences compare across models")
         rows = []
-        for row in chosen:
-            site = read(folder / "tasks" / f"{row['site']}.traj")
-            rows.append({"site": row["site"], "region": row["region"],
+        for where, row in chosen:
+            site = read(where / "tasks" / f"{row['site']}.traj")
+            rows.append({"site": row["site"] if where == folder else f"{where}:{row['site']}",
+                         "region": row["region"], "folder": str(where),
                          "E_ads_eV": row["E_ads_eV"], "E_bind_eV": row.get("E_bind_eV"),
                          "new_E_site_eV": energy(site)})
             if hosts:
                 rows[-1]["new_E_host_eV"] = energy(site[:-1])
         for r in rows:
+            same_model = r["folder"] == rows[0]["folder"]
             r["dE_ads_eV"] = r["E_ads_eV"] - rows[0]["E_ads_eV"]
-            r["new_dE_ads_eV"] = r["new_E_site_eV"] - rows[0]["new_E_site_eV"]
+            # across models E(site) differences hold the models' energies: no E_ads contrast
+            r["new_dE_ads_eV"] = (r["new_E_site_eV"] - rows[0]["new_E_site_eV"]
+                                  if same_model else None)
             if hosts:
                 r["dE_bind_eV"] = (r["E_bind_eV"] - rows[0]["E_bind_eV"]
                                    if None not in (r["E_bind_eV"], rows[0]["E_bind_eV"])
                                    else None)
-                r["new_dE_bind_eV"] = (r["new_dE_ads_eV"] - r["new_E_host_eV"]
-                                       + rows[0]["new_E_host_eV"])
+                r["new_dE_bind_eV"] = (r["new_E_site_eV"] - r["new_E_host_eV"]
+                                       - rows[0]["new_E_site_eV"] + rows[0]["new_E_host_eV"])
         return {"folder": str(folder), "was": plan["calculator"],
                 "calculator": calculators.describe(settings), "contrast_to": rows[0]["site"],
                 "rows": rows}
@@ -121,7 +148,8 @@ def main(argv=None):
                    help="change a key of the folder's calculator (name=sevennet)")
     p.add_argument("--finish-of", metavar="PRESET",
                    help="a preset's finish calculator in place of the folder's (ml-demo)")
-    p.add_argument("--sites", help="comma-separated site names (default: every site)")
+    p.add_argument("--sites", help="comma-separated site names (default: every site); with "
+                   "--contrast --hosts, OTHER:NAME is site NAME of adsorption folder OTHER")
     p.add_argument("--temperature", type=float, default=300.0,
                    help="electronic temperature for smearing that follows it (K)")
     p.add_argument("--contrast", action="store_true",
@@ -139,6 +167,8 @@ def main(argv=None):
     def num(value):
         return f"{value:+9.3f}" if value is not None else f"{'-':>9}"
 
+    width = max(8, *(len(r["site"]) for r in result["rows"]))
+
     if args.contrast:
         head = f"same geometries; E_ads less {result['contrast_to']}'s"
         columns = [("dE_ads", "dE_ads_eV"), ("new", "new_dE_ads_eV")]
@@ -151,9 +181,10 @@ def main(argv=None):
     if not is_root():  # under mpirun (GPAW on every rank) rank 0 reports
         return 0
     print(f"{args.folder}: {result['was']} -> {result['calculator']} {head}")
-    print(f"{'site':<8} {'region':<10} " + " ".join(f"{title:>9}" for title, _ in columns))
+    print(f"{'site':<{width}} {'region':<10} " + " ".join(f"{title:>9}" for title, _ in columns))
     for r in result["rows"]:
-        print(f"{r['site']:<8} {r['region']:<10} " + " ".join(num(r[key]) for _, key in columns))
+        print(f"{r['site']:<{width}} {r['region']:<10} "
+              + " ".join(num(r[key]) for _, key in columns))
     out = args.out or args.folder / ("contrast.json" if args.contrast else "rescore.json")
     out.write_text(json.dumps(result, indent=1) + "\n")
     print(f"written to {out}")

@@ -499,7 +499,7 @@ class DOSComparison:
             ax.axvline(0.0, color="0.3", ls="--", lw=0.8)
             g = model.gap
             if g["dos_gap_eV"] > 0 and np.isfinite(g["dos_gap_eV"]):
-                ax.axvspan(g["dos_gap_lower_eV"], g["dos_gap_upper_eV"], color="C3", alpha=0.2)
+                ax.axvspan(g["dos_gap_lower_eV"], g["dos_gap_upper_eV"], color="0.3", alpha=0.15)
             text = (f"{model.label} ({row['formula']}): gap {g['occupation_gap_eV']:.3f} eV "
                     f"(states), {g['dos_gap_eV']:.3f} eV (DOS)")
             if row["paper_gap_eV"] is not None:

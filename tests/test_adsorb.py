@@ -169,6 +169,37 @@ def test_the_plot_shows_the_papers_values_beside_ours(serial):
         assert bars[k] == min(others or [fallen["E_ads_eV"]])
 
 
+def test_rescoring_compares_the_binding_of_two_models(serial, tmp_path):
+    """bench_adsorb_rescore.py --contrast --hosts with a site of another adsorption folder
+    (OTHER:NAME, another model): E_bind less the first site's, which with the folders' own
+    calculator is the difference of their E_bind; no E_ads contrast across models, and none
+    without --hosts."""
+    out, _ = serial
+    run = tmp_path / "run7"
+    assert mq("run", *FAST, "--set", "dynamics.seed=7", "-o", run).returncode == 0
+    other = tmp_path / "other"
+    proc = mq("adsorb", run, "--species", "Na", *WIDTH, "--sites-per-region", "1", "--out",
+              other)
+    assert proc.returncode == 0, proc.stderr
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_adsorb_rescore.py"
+    first, second = table(out)[0], table(other)[-1]
+    result_file = tmp_path / "models.json"
+    sites = f"{first['site']},{other}:{second['site']}"
+    proc = subprocess.run([sys.executable, str(script), str(out), "--contrast", "--hosts",
+                           "--sites", sites, "-o", str(result_file)], capture_output=True,
+                          text=True)
+    assert proc.returncode == 0, proc.stderr
+    rows = json.loads(result_file.read_text())["rows"]
+    assert [r["folder"] for r in rows] == [str(out), str(other)]
+    expected = float(second["E_bind_eV"]) - float(first["E_bind_eV"])
+    assert rows[1]["new_dE_bind_eV"] == pytest.approx(expected, abs=1e-9)
+    assert rows[1]["dE_bind_eV"] == pytest.approx(expected, abs=1e-9)
+    assert rows[1]["new_dE_ads_eV"] is None and rows[0]["new_dE_ads_eV"] == 0.0
+    proc = subprocess.run([sys.executable, str(script), str(out), "--contrast", "--sites",
+                           sites], capture_output=True, text=True)
+    assert proc.returncode != 0 and "needs --hosts" in proc.stderr
+
+
 def test_the_bulk_reference_is_bcc_na_per_atom(run_dir, serial, tmp_path):
     """--reference bulk: E_ads against bcc Na per atom (ASE's reference state, a = 4.23 Å,
     built here independently: 2x2x2 conventional cells, 8.46 Å); the sites are the same."""
