@@ -15,11 +15,11 @@ or one GPAW site against them.
 that of the first, in which the model and the reference cancel. A site named ``OTHER:NAME``
 is site NAME of another adsorption folder OTHER (another model of the same cell, e.g. the
 defective one): with ``--hosts`` its E_bind less the first site's compares the two models'
-binding, the reference cancelling (``--sites site-1,../perfect/adsorb:site-1``). One single point per site, for
-a costly calculator where the model, the reference and every host would be too many (a
-121-atom GPAW single point takes half an hour on one core here). ``--hosts`` adds each site's
-host (its adatom taken out) for E_bind less the first site's, which leaves out what the
-adatom did to its host (E_deform): two single points per site.
+binding, the reference cancelling (``--sites site-1,../perfect/adsorb:site-1``). One single
+point per site, for a costly calculator where the model, the reference and every host would
+be too many (a 121-atom GPAW single point takes half an hour on one core here). ``--hosts``
+adds each site's host (its adatom taken out) for E_bind less the first site's, which leaves
+out what the adatom did to its host (E_deform): two single points per site.
 
 Under ``mpirun`` GPAW computes on every rank and rank 0 reports.
 

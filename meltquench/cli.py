@@ -681,8 +681,8 @@ def cmd_finish(args):
 
 
 COMMANDS = {"run": cmd_run, "analyse": cmd_analyse, "analyze": cmd_analyse, "build": cmd_build,
-            "dos": cmd_dos, "dos-compare": cmd_dos_compare, "adsorb": cmd_adsorb, "finish": cmd_finish,
-            "presets": cmd_presets, "config": cmd_config}
+            "dos": cmd_dos, "dos-compare": cmd_dos_compare, "adsorb": cmd_adsorb,
+            "finish": cmd_finish, "presets": cmd_presets, "config": cmd_config}
 
 
 #: Where mpirun/mpiexec (Open MPI, PMIx, MPICH/Intel MPI, MVAPICH) tell a process its rank and

@@ -254,9 +254,9 @@ def expand_melt(atoms, expansion, axis=2):
     times as thick, the crystal keeps its Cartesian geometry and the melt atoms are spread
     evenly over the thicker layer (their other fractional coordinates kept). The melt's density
     drops by that factor. A model that is all melt (no boundary planes) grows along lattice
-    vector ``axis``, its atoms scaled with the cell. The paper kept the crystal's cell; a melt held at the crystal's
-    density between two fixed crystal walls can superheat rather than melt (see
-    ``docs/analysis-melt.md``). Tags, constraints and the region information are updated;
+    vector ``axis``, its atoms scaled with the cell. The paper kept the crystal's cell; a melt
+    held at the crystal's density between two fixed crystal walls can superheat rather than
+    melt (see ``docs/analysis-melt.md``). Tags, constraints and the region information are updated;
     returns ``atoms``.
     """
     if not expansion > 0:
@@ -469,8 +469,9 @@ def format_region_report(atoms):
 
 def min_distance(atoms, centres=None):
     """Shortest interatomic distance (Å), periodic images included, from the atoms of
-    ``centres`` (indices; default all) to every atom; inf with no other atom or image within 6 Å. The engine's cell
-    list (about 25x ASE's neighbour list at 240 atoms: the runaway guard calls it every step)."""
+    ``centres`` (indices; default all) to every atom; inf with no other atom or image within
+    6 Å. The engine's cell list (about 25x ASE's neighbour list at 240 atoms: the runaway guard
+    calls it every step)."""
     positions, cell, pbc = atoms.positions, atoms.cell.array, atoms.pbc
     for cutoff in (1.5, 3.0, 6.0):
         d = cell_list_neighbours(positions, cell, pbc, cutoff, centres=centres)[2]
