@@ -167,7 +167,7 @@ class FinishConfig(Settings):
     """
 
     section = "finish"
-    unknown_key_hint = "keys: calculator, anneal_ps, relax_steps, check_every"
+    unknown_key_hint = "keys: calculator, anneal_ps, relax_steps, check_every, scf_checkpoint_s"
 
     calculator: Optional[CalculatorSettings] = setting(
         None, "calculator of the finish (the anneal and the final optimisation), with the keys "
@@ -183,6 +183,11 @@ class FinishConfig(Settings):
         0, "with a finish calculator: force spot checks of the run's calculator against it on "
         "every Nth trajectory frame of the programme and always on the final structure; 0: "
         "the final structure only")
+    scf_checkpoint_s: Optional[float] = setting(
+        600.0, "GPAW LCAO at the Gamma point: every this many seconds of the finish "
+        "calculator's SCF in the final optimisation, its density matrix goes to scf.npz, and a "
+        "stop signal or the --stop-after budget stops the SCF there; the continued finish "
+        "resumes that SCF (0: every iteration; null: neither, a stop waits for the SCF's end)")
 
     def __post_init__(self):
         if isinstance(self.calculator, dict):
@@ -199,6 +204,10 @@ class FinishConfig(Settings):
             raise UserError(f"finish.relax_steps must be >= 0, got {self.relax_steps}")
         if self.check_every < 0:
             raise UserError(f"finish.check_every must be >= 0, got {self.check_every}")
+        if self.scf_checkpoint_s is not None and not (math.isfinite(self.scf_checkpoint_s)
+                                                      and self.scf_checkpoint_s >= 0):
+            raise UserError("finish.scf_checkpoint_s must be >= 0 s or null, got "
+                            f"{self.scf_checkpoint_s}")
 
 
 SECTIONS = {"structure": StructureConfig, "regions": RegionsConfig, "schedule": ScheduleConfig,

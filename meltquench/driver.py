@@ -47,6 +47,7 @@ from ase.parallel import DummyMPI
 
 from . import calculators, dynamics, rundir
 from .analysis import analyse, melt_diagnostics, vo_cutoff
+from .calculators.scf_checkpoint import FILE_NAME as SCF_CHECKPOINT_NAME, SCFCheckpoint
 from .checks import SpotChecks, unconstrained_forces
 from .checkpoint import atoms_from_checkpoint, checkpoint_state, read_checkpoint
 from .config import Config, config_from_dict, read_yaml
@@ -78,7 +79,7 @@ RESTART_MAY_CHANGE = (
       for key in _NUMERICAL_CALCULATOR_KEYS),
     "dynamics.taut_fs", "dynamics.friction_per_fs", "dynamics.max_temperature_factor",
     "dynamics.final_relax", "dynamics.relax_fmax", "dynamics.relax_steps",
-    "dynamics.relax_region", "dynamics.relax_radius")
+    "dynamics.relax_region", "dynamics.relax_radius", "finish.scf_checkpoint_s")
 #: Keys that may also change on ``--restart`` while no step has used the finish calculator
 #: (the checkpoint is in the MD, at or before the last step of the run's own calculator,
 #: under the old configuration and the new): the finish has not computed anything yet.
@@ -198,6 +199,8 @@ class MeltQuench:
         self.continue_command = f"meltquench run --restart {self.run_dir}"
         self.relax_resumes = "the optimisation starts again from the end of the MD"
         self.relax_step_s = 0.0  # wall time of the optimiser's last step
+        #: the finish calculator's SCF in progress, kept on disk (finish.scf_checkpoint_s)
+        self.scf_checkpoint = None
         self._relax_clock = None  # when the optimiser's last step ended
 
     def say(self, text):
@@ -241,6 +244,8 @@ class MeltQuench:
         calculators.prepare_atoms(self.calculator_settings(step), atoms)
         atoms.calc = self.make_calculator(step, atoms)
         self.attached_finish = self.in_finish(step)
+        if self.attached_finish and step is None and self.scf_checkpoint is not None:
+            self.scf_checkpoint.attach(atoms.calc)
         return self.follow_electrons(atoms, step)
 
     def follow_electrons(self, atoms, step):
@@ -491,18 +496,48 @@ class MeltQuench:
             raise Interrupted(f"stopped by {why} after step {step}/{self.nsteps}; "
                               f"continue with: meltquench run --restart {self.run_dir}")
 
-    def stop_reason(self):
-        """0: go on; 1: a stop signal; 2: the wall-time budget would be spent (collective)."""
+    def stop_reason(self, step_s=None):
+        """0: go on; 1: a stop signal; 2: the wall-time budget would be spent by two more
+        steps of ``step_s`` seconds (default: the last MD or optimiser step's) (collective)."""
         reason = 0
         if self.stop.signal is not None:
             reason = 1
         elif self.stop_after_s is not None:
             elapsed = time.perf_counter() - self.t_start
-            step_s = max(self.recorder.seconds if self.recorder is not None else 0.0,
-                         self.relax_step_s)
+            if step_s is None:
+                step_s = max(self.recorder.seconds if self.recorder is not None else 0.0,
+                             self.relax_step_s)
             if elapsed + 2.0 * max(step_s, 1e-3) > self.stop_after_s:
                 reason = 2
         return allreduce_max(reason, self.comm)
+
+    def keep_scf(self, path):
+        """With ``finish.scf_checkpoint_s`` set: keep the finish calculator's SCF in progress
+        in ``path`` from the next :meth:`attach_calculator` of the final optimisation on, and
+        stop in the SCF on a signal or the ``--stop-after`` budget; the SCF of a stopped
+        finish resumes (after the calculator is attached: :meth:`resume_scf`)."""
+        every = self.cfg.finish.scf_checkpoint_s
+        if every is not None and self.scf_checkpoint is None:
+            self.scf_checkpoint = SCFCheckpoint(path, every, self.comm, self.scf_stop)
+
+    def resume_scf(self, atoms):
+        """Start the attached finish calculator's first SCF from the kept one, where it holds
+        these positions (:meth:`keep_scf`); says what it did."""
+        if self.scf_checkpoint is not None:
+            note = self.scf_checkpoint.resume(atoms.calc, atoms)
+            if note:
+                self.say(note)
+
+    def scf_stop(self, iteration, iteration_s):
+        """In the finish calculator's SCF, after each iteration: why to stop (a signal, or the
+        ``--stop-after`` budget would be spent by two more iterations), else None
+        (collective)."""
+        reason = self.stop_reason(step_s=iteration_s)
+        if not reason:
+            return None
+        why = "a stop signal" if reason == 1 else "the --stop-after budget"
+        return (f"stopped by {why} in iteration {iteration} of the finish calculator's SCF; "
+                f"continue with: {self.continue_command} (its SCF resumes where it stopped)")
 
     # ---- after the programme
     def report_drift(self, atoms):
@@ -557,12 +592,14 @@ class MeltQuench:
             if self.is_root:  # the run's own result, whatever the finish does
                 rundir.write_traj(self.path("preoptimised.traj"), atoms)
             kept = atoms.positions.copy()
+            self.keep_scf(self.path(SCF_CHECKPOINT_NAME))
             width = self.attach_calculator(atoms, None)
             self.say("the finish calculator takes over: "
                      f"{calculators.describe(self.cfg.finish.calculator)}"
                      + ("" if width is None else
                         f"; smearing width {width:.3f} eV (the programme's last temperature, "
                         f"{self.schedule.temperature(self.nsteps * self.dt_fs):.0f} K)"))
+            self.resume_scf(atoms)
         if d.final_relax:
             steps = d.relax_steps
             if finish:
@@ -571,6 +608,8 @@ class MeltQuench:
                                                                   steps))
         else:
             failed = self.finish_scf(atoms, atoms.get_forces) if finish else None
+        if self.is_root:  # the finish's SCFs are over
+            self.path(SCF_CHECKPOINT_NAME).unlink(missing_ok=True)
         if failed:
             self.finish_failed = (
                 f"the finish calculator's SCF did not converge ({failed}), also with the "

@@ -49,6 +49,7 @@ from ase.io.trajectory import Trajectory
 from . import calculators, rundir
 from .analysis import analyse
 from .config import load_config
+from .calculators.scf_checkpoint import FILE_NAME as SCF_CHECKPOINT_NAME
 from .checkpoint import read_checkpoint
 from .driver import (RESTART_MAY_CHANGE, MeltQuench, describe_change, json_plain,
                      last_main_step, restart_changes)
@@ -64,13 +65,14 @@ SUMMARY_NAME = "finish.json"
 CHECKPOINT_NAME = "checkpoint.json"
 OPTIMISER_STATE_NAME = "optimiser.json"  # ASE's restart file, while the optimiser runs
 #: What the command writes into its folder (``--overwrite`` deletes these, nothing else).
-FINISH_FILES = (SUMMARY_NAME, CHECKPOINT_NAME, OPTIMISER_STATE_NAME, "final.traj",
-                "final.extxyz", "config.yaml", "relax.log", "gpaw.txt", "analysis/*")
+FINISH_FILES = (SUMMARY_NAME, CHECKPOINT_NAME, OPTIMISER_STATE_NAME, SCF_CHECKPOINT_NAME,
+                "final.traj", "final.extxyz", "config.yaml", "relax.log", "gpaw.txt",
+                "analysis/*")
 #: Keys that may differ between a stopped finish and its continuation: those a run's
 #: ``--restart`` allows, but the optimiser (its memory is its own), and the finish's own step
 #: count (the optimisation goes on).
 FINISH_MAY_CHANGE = tuple(key for key in RESTART_MAY_CHANGE if key != "dynamics.final_relax") \
-    + ("finish.relax_steps", "finish.anneal_ps")
+    + ("finish.relax_steps", "finish.anneal_ps", "finish.scf_checkpoint_s")
 #: What an ASE optimiser remembers beyond its restart file: ASE's FIRE saves its velocities
 #: and time step there, not its mixing parameter nor its count of steps downhill.
 OPTIMISER_MEMORY = {"FIRE": ("a", "Nsteps")}
@@ -152,6 +154,7 @@ def finish(run_dir, cfg, out=None, comm=None, overwrite=False, stop_after_s=None
                                                     else f" --out {out}")
         engine.continue_command = command
         engine.relax_resumes = "it continues from the optimisation's last step"
+        engine.keep_scf(out / SCF_CHECKPOINT_NAME)
         with StopFlag(f"continue with: {command}") as stop:
             engine.stop = stop
             return _finish(engine, run_dir, out)
@@ -188,6 +191,7 @@ def _finish(engine, run_dir, out):
                 log.write(f"# continued after step {done}\n")
     else:
         collective(comm, lambda: optimiser_state.unlink(missing_ok=True))
+    engine.resume_scf(atoms)  # at the positions of the first force call
     # optimiser steps taken and the optimiser's memory, over stops and the SCF fallback's retry
     progress = {"done": done, "memory": state.get("memory", {}) if state else {}}
     if d.final_relax and steps > 0:
@@ -255,7 +259,8 @@ def _finish(engine, run_dir, out):
     }
     if engine.is_root:
         write_atomic(out / SUMMARY_NAME, json.dumps(summary, indent=1).encode() + b"\n")
-        (out / CHECKPOINT_NAME).unlink(missing_ok=True)
+        for name in (CHECKPOINT_NAME, SCF_CHECKPOINT_NAME):
+            (out / name).unlink(missing_ok=True)
         optimiser_state.unlink(missing_ok=True)
     say("\n".join(summary_lines(summary)))
     return summary

@@ -32,7 +32,7 @@ LOCK_NAME = ".meltquench-lock"
 #: end in "/"; ``*`` as in glob. ``vasp/`` is the folder the VASP calculator runs in.
 RUN_FILES = ("config.yaml", "initial.traj", "trajectory.traj", "trajectory.extxyz", "md.log",
              CHECKPOINT_NAME, PICKLE_CHECKPOINT_NAME, "final.traj", "final.extxyz", "preoptimised.traj",
-             "relax.log", "gpaw.txt", "drift.json", "*.tmp", "replicas.yaml",
+             "relax.log", "gpaw.txt", "scf.npz", "drift.json", "*.tmp", "replicas.yaml",
              "replicas-summary.json", "replicas-summary.csv", "vasp/")
 #: What meltquench writes in ``analysis/``.
 ANALYSIS_FILES = ("summary.json", "summary.csv", "rdf.json", "rdf_*.png",

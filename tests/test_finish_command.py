@@ -207,3 +207,32 @@ def test_a_gpaw_finish_under_mpirun_gives_a_fresh_serial_gpaws_forces(tmp_path):
     assert np.abs(final.get_forces(apply_constraint=False) - fresh).max() < 0.01
     checks = json.loads((run_dir / "finish" / "analysis" / "checks.json").read_text())
     assert checks["per_structure"][-1]["label"] == "final structure"
+
+
+def test_a_gpaw_finish_stopped_in_its_scf_resumes_it_under_mpirun(tmp_path):
+    """``--stop-after`` stops a GPAW finish in its single point's SCF (exit code 75), the
+    density of its last iteration in ``scf.npz`` (collective: rank 0 writes, every rank
+    holds the whole matrix); the same command resumes that SCF and ends at the forces of a
+    fresh serial GPAW, the SCF's file removed."""
+    pytest.importorskip("gpaw")
+    gpaw = {"h": 0.25, "hubbard_u": {}, "occupations": {"name": "fermi-dirac", "width": 0.3},
+            "convergence": {"energy": 1e-6, "density": 1e-6, "eigenstates": 1e-10}}
+    run_dir = tmp_path / "run"
+    tiny_pair_run(run_dir, "--set", "dynamics.relax_steps=0")
+    command = ["python", "-m", "meltquench.cli", "finish", str(run_dir), "--set",
+               f"finish.calculator={{name: gpaw, dispersion: null, gpaw: {gpaw}}}",
+               "--set", "finish.relax_steps=0"]
+    stopped = run_mpi(command + ["--stop-after", "0.001"], np=2, check=False)
+    said = stopped.stdout + stopped.stderr
+    assert stopped.returncode == 75, said[-3000:]
+    assert "in iteration 1 of the finish calculator's SCF; continue with: meltquench finish" in said
+    assert (run_dir / "finish" / "scf.npz").exists()
+    assert not (run_dir / "finish" / "finish.json").exists()
+    proc = run_mpi(command, np=2)
+    assert proc.stdout.count("the SCF resumes from the density after iteration 1 of the "
+                             "stopped one") == 1
+    assert not (run_dir / "finish" / "scf.npz").exists()
+    final = read(run_dir / "finish" / "final.traj")
+    fresh = fresh_gpaw_forces(final, {"dispersion": None, "gpaw": {"h": 0.25, "hubbard_u": {}}},
+                              0.05, tmp_path / "fresh", apply_constraint=False)
+    assert np.abs(final.get_forces(apply_constraint=False) - fresh).max() < 0.01

@@ -10,6 +10,46 @@ import numpy as np
 from ..errors import UserError
 
 
+def density_matrix(wfs):
+    """The full LCAO density matrix ``C^T f C`` of ``wfs`` (GPAW 26, one k-point and spin) on
+    every rank, bands split over ranks or not."""
+    band_comm = wfs.C_nM.dist.comm
+    if band_comm.size == 1:
+        return np.array(wfs.calculate_density_matrix(), copy=True)
+    n1, n2 = wfs.C_nM.dist.my_row_range()
+    f_n = wfs.weight * wfs.spin_degeneracy * np.asarray(wfs.occ_n)[n1:n2]
+    C_nM = wfs.C_nM.data
+    rho_MM = np.ascontiguousarray((C_nM.T * f_n) @ C_nM)
+    band_comm.sum(rho_MM)
+    return rho_MM
+
+
+def set_start(wfs, rho):
+    """Make ``rho`` (symmetric, the full matrix on every rank) the start of ``wfs``'s next
+    SCF: its eigenvectors as orbitals and its eigenvalues as occupations. A calculation that
+    has no orbitals yet (set up, not run) gets them here."""
+    nbands = wfs.nbands
+    comm = getattr(wfs, "domain_band_comm", wfs.domain_comm)  # holders of these orbitals
+    if comm.rank == 0:
+        eig, vec = np.linalg.eigh(0.5 * (rho + rho.T))
+        keep = np.sort(np.argsort(-np.abs(eig))[:nbands])
+        f_n = np.ascontiguousarray(eig[keep])
+        C_nM = np.ascontiguousarray(vec[:, keep].T)
+    else:
+        f_n = np.empty(nbands)
+        C_nM = np.empty((nbands, rho.shape[0]))
+    comm.broadcast(f_n, 0)
+    comm.broadcast(C_nM, 0)
+    if type(wfs.C_nM).__name__ == "MatrixWithNoData":  # no orbitals yet
+        wfs.C_nM = wfs.C_nM.create()
+    n1, n2 = ((0, nbands) if wfs.C_nM.dist.comm.size == 1
+              else wfs.C_nM.dist.my_row_range())
+    wfs.C_nM.data[:] = C_nM[n1:n2]
+    wfs._occ_n = f_n / (wfs.weight * wfs.spin_degeneracy)
+    wfs._P_ani = None
+
+
+
 class DensityMatrixExtrapolation:
     """Start each MD step's SCF from an extrapolated LCAO density matrix (GPAW 26, Γ point).
 
@@ -67,18 +107,7 @@ class DensityMatrixExtrapolation:
                 wfs.C_nM.dist.my_row_range()  # ValueError unless blocks of whole rows
         return wfs_list
 
-    @staticmethod
-    def _density_matrix(wfs):
-        """The full LCAO density matrix of ``wfs`` on every rank (bands split or not)."""
-        band_comm = wfs.C_nM.dist.comm
-        if band_comm.size == 1:
-            return np.array(wfs.calculate_density_matrix(), copy=True)
-        n1, n2 = wfs.C_nM.dist.my_row_range()
-        f_n = wfs.weight * wfs.spin_degeneracy * np.asarray(wfs.occ_n)[n1:n2]
-        C_nM = wfs.C_nM.data
-        rho_MM = np.ascontiguousarray((C_nM.T * f_n) @ C_nM)
-        band_comm.sum(rho_MM)
-        return rho_MM
+    _density_matrix = staticmethod(density_matrix)
 
     def store(self):
         """GPAW's 'converged' hook: keep this step's density matrices."""
@@ -113,27 +142,7 @@ class DensityMatrixExtrapolation:
             self._set_start(wfs, rho)
         self.extrapolated += order > 0  # order 0 is the start GPAW itself would take
 
-    @staticmethod
-    def _set_start(wfs, rho):
-        """Make ``rho`` (symmetric, the full matrix on every rank) the start of ``wfs``'s next
-        SCF: its eigenvectors as orbitals and its eigenvalues as occupations."""
-        nbands = wfs.nbands
-        comm = getattr(wfs, "domain_band_comm", wfs.domain_comm)  # holders of these orbitals
-        if comm.rank == 0:
-            eig, vec = np.linalg.eigh(0.5 * (rho + rho.T))
-            keep = np.sort(np.argsort(-np.abs(eig))[:nbands])
-            f_n = np.ascontiguousarray(eig[keep])
-            C_nM = np.ascontiguousarray(vec[:, keep].T)
-        else:
-            f_n = np.empty(nbands)
-            C_nM = np.empty((nbands, rho.shape[0]))
-        comm.broadcast(f_n, 0)
-        comm.broadcast(C_nM, 0)
-        n1, n2 = ((0, nbands) if wfs.C_nM.dist.comm.size == 1
-                  else wfs.C_nM.dist.my_row_range())
-        wfs.C_nM.data[:] = C_nM[n1:n2]
-        wfs._occ_n = f_n / (wfs.weight * wfs.spin_degeneracy)
-        wfs._P_ani = None
+    _set_start = staticmethod(set_start)
 
     def get_state(self):
         """The history as plain data (positions in Å, density matrices, GPAW's Fermi levels
