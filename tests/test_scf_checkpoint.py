@@ -98,3 +98,36 @@ def test_only_gpaw_lcao_at_gamma_is_kept(tmp_path):
     assert not SCFCheckpoint(tmp_path / "scf.npz").attach(
         calculators.make_calculator(settings, directory=tmp_path / "pw"))
     assert SCFCheckpoint(tmp_path / "scf.npz").resume(atoms.calc, atoms) is None
+
+
+def test_a_run_stopped_in_its_finish_scf_resumes_it_on_restart(tmp_path, monkeypatch, capsys):
+    """The run's own GPAW finish (a single point after the pair potential's pre-optimisation),
+    stopped in its SCF, resumes that SCF on ``--restart`` (the pre-optimisation, repeated,
+    lands on the same positions) and ends where the uninterrupted run does."""
+    pytest.importorskip("gpaw")
+    from meltquench import driver
+    from meltquench.config import load_config
+    from ase.io import read
+    gpaw = {k: v for k, v in SETTINGS["gpaw"].items() if k != "electronic_temperature"}
+    cfg = load_config(overrides=[
+        "structure.builder=v2o3-rhombohedral", "structure.repeat=[1,1,1]",
+        "calculator.name=pair", "calculator.dispersion=null", "output.progress=none",
+        "schedule.heat_ps=0.004", "schedule.melt_ps=0", "schedule.quench_ps=0.002",
+        "schedule.final_ps=0", "analysis.enabled=false", "dynamics.final_relax=BFGS",
+        "dynamics.relax_steps=3", "finish.relax_steps=0",
+        f"finish.calculator={{name: gpaw, dispersion: null, gpaw: {gpaw}}}"])
+    full = read(driver.run(cfg, run_dir=tmp_path / "full").run_dir / "final.traj")
+    monkeypatch.setattr(driver.MeltQuench, "scf_stop",
+                        lambda self, it, s: "stopped for the test" if it == STOP_AT else None)
+    with pytest.raises(Interrupted, match=f"iteration {STOP_AT} is in .*scf.npz"):
+        driver.run(cfg, run_dir=tmp_path / "part")
+    assert (tmp_path / "part" / "scf.npz").exists()
+    monkeypatch.undo()
+    capsys.readouterr()
+    driver.restart(tmp_path / "part")
+    assert f"the SCF resumes from the density after iteration {STOP_AT}" in capsys.readouterr().out
+    assert not (tmp_path / "part" / "scf.npz").exists()
+    part = read(tmp_path / "part" / "final.traj")
+    assert np.array_equal(part.positions, full.positions)
+    assert part.get_potential_energy() == pytest.approx(full.get_potential_energy(), abs=1e-4)
+    assert np.abs(part.get_forces() - full.get_forces()).max() < 2e-3
