@@ -49,7 +49,6 @@ def set_start(wfs, rho):
     wfs._P_ani = None
 
 
-
 class DensityMatrixExtrapolation:
     """Start each MD step's SCF from an extrapolated LCAO density matrix (GPAW 26, Γ point).
 

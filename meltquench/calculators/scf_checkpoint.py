@@ -85,15 +85,15 @@ class SCFCheckpoint:
         gpaw = gpaw_calculator(calc)
         if gpaw is None or not supported(gpaw):
             return False
-        clock = {"start": None, "last_write": None, "previous": None}
+        clock = {"last_write": None, "previous": None}  # of this SCF
         chained = gpaw.hooks.get("scf_step")
 
         def on_step(ctx):
             if chained is not None:
                 chained(ctx)
             now = time.perf_counter()
-            if ctx.niter == 1 or clock["start"] is None:
-                clock.update(start=now, last_write=now, previous=now)
+            if ctx.niter == 1 or clock["previous"] is None:
+                clock.update(last_write=now, previous=now)
             iteration_s = now - clock["previous"]
             clock["previous"] = now
             due = self._bcast(now - clock["last_write"] >= self.every_s)
