@@ -72,7 +72,7 @@ FINISH_FILES = (SUMMARY_NAME, CHECKPOINT_NAME, OPTIMISER_STATE_NAME, SCF_CHECKPO
 #: ``--restart`` allows, but the optimiser (its memory is its own), and the finish's own step
 #: count (the optimisation goes on).
 FINISH_MAY_CHANGE = tuple(key for key in RESTART_MAY_CHANGE if key != "dynamics.final_relax") \
-    + ("finish.relax_steps", "finish.anneal_ps", "finish.scf_checkpoint_s")
+    + ("finish.relax_steps", "finish.anneal_ps")
 #: What an ASE optimiser remembers beyond its restart file: ASE's FIRE saves its velocities
 #: and time step there, not its mixing parameter nor its count of steps downhill.
 OPTIMISER_MEMORY = {"FIRE": ("a", "Nsteps")}
