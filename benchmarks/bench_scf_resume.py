@@ -3,12 +3,14 @@
 
 The cold spin-polarised PBE+U single point of the ML presets' finish (sz(dzp), h 0.25 Å, MSR1,
 Fermi-Dirac 0.05 eV, U(V) 3.25 eV, no D3) on the 30-atom corundum cell rattled by 0.08 Å:
-first uninterrupted, then stopped after each iteration of ``--stop-at`` and resumed from the
-density matrix it left. Prints the iterations of each and how far the resumed result is from
-the uninterrupted one (energy, largest force component).
+first uninterrupted, then stopped after each iteration of ``--stop-at`` and resumed from what
+it left (the density matrix and the mixer's and criteria's memory; with ``--fresh-mixer`` the
+density matrix alone, as in session 28). Prints the iterations of each, the file's size and
+how far the resumed result is from the uninterrupted one (energy, largest force component).
 
     OMP_NUM_THREADS=1 python benchmarks/bench_scf_resume.py                 # ~15 min
     OMP_NUM_THREADS=1 python benchmarks/bench_scf_resume.py --stop-at 10 40 70
+    OMP_NUM_THREADS=1 python benchmarks/bench_scf_resume.py --fresh-mixer
 
 Results: benchmarks/README.md, "A finish's SCF stopped and resumed".
 """
@@ -20,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from meltquench import calculators
-from meltquench.calculators.scf_checkpoint import SCFCheckpoint, gpaw_calculator
+from meltquench.calculators.scf_checkpoint import MEMORY_PREFIXES, SCFCheckpoint, gpaw_calculator
 from meltquench.errors import Interrupted
 from meltquench.structures import v2o3_corundum
 
@@ -51,6 +53,8 @@ def main():
     p.add_argument("--stop-at", type=int, nargs="+", default=[20, 70],
                    help="SCF iterations after which to stop (default 20 70)")
     p.add_argument("--rattle", type=float, default=0.08, help="rattle of the frame (Å)")
+    p.add_argument("--fresh-mixer", action="store_true",
+                   help="resume from the density matrix alone (drop the mixer's memory)")
     args = p.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bench_scf_resume_"))
     energy, forces, n_full, seconds = single_point(frame(work / "full", args.rattle))
@@ -66,8 +70,14 @@ def main():
             continue
         except Interrupted:
             pass
+        size_mb = path.stat().st_size / 1e6
+        if args.fresh_mixer:
+            with np.load(path, allow_pickle=False) as data:
+                kept = {key: data[key] for key in data.files
+                        if not key.startswith(MEMORY_PREFIXES)}
+            np.savez(path, **kept)
         atoms = frame(work / f"resumed-{k}", args.rattle)
-        SCFCheckpoint(path).resume(atoms.calc, atoms)
+        print(SCFCheckpoint(path).resume(atoms.calc, atoms), f"({size_mb:.1f} MB)")
         e, f, n, seconds = single_point(atoms)
         print(f"stopped after {k}, resumed: {n} more iterations ({k + n} in all against "
               f"{n_full}), {seconds:.0f} s; dE {e - energy:+.1e} eV, max |dF| "

@@ -231,6 +231,7 @@ def test_a_gpaw_finish_stopped_in_its_scf_resumes_it_under_mpirun(tmp_path):
     proc = run_mpi(command, np=2)
     assert proc.stdout.count("the SCF resumes from the density after iteration 1 of the "
                              "stopped one") == 1
+    assert "with its mixer's memory" in proc.stdout
     assert not (run_dir / "finish" / "scf.npz").exists()
     final = read(run_dir / "finish" / "final.traj")
     fresh = fresh_gpaw_forces(final, {"dispersion": None, "gpaw": {"h": 0.25, "hubbard_u": {}}},

@@ -1,15 +1,21 @@
-"""A GPAW SCF stopped in the middle resumes from its density matrix (calculators/scf_checkpoint).
+"""A GPAW SCF stopped in the middle resumes where it was (calculators/scf_checkpoint).
 
 The 10-atom rhombohedral V2O3 cell, rattled, GPAW LCAO sz(dzp), h 0.25 Å, PBE (no U, as
 the demo), spin-polarised so that both spins' matrices are kept, SCF converged tightly: the
-resumed SCF must reach the uninterrupted one's energy and forces in fewer iterations than a
-fresh start takes; an SCF of other positions is not resumed.
+resumed SCF, its mixer's memory kept, must be the rest of the uninterrupted one (the same
+iterations in all, the same result to rounding); from the density alone, it must reach the
+same result in fewer iterations than a fresh start takes; an SCF of other positions is not
+resumed.
 """
+import json
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 from meltquench import calculators
-from meltquench.calculators.scf_checkpoint import SCFCheckpoint, gpaw_calculator
+from meltquench.calculators.scf_checkpoint import (MEMORY_PREFIXES, SCFCheckpoint,
+                                                    gpaw_calculator)
 from meltquench.errors import Interrupted
 from meltquench.structures import v2o3_rhombohedral
 
@@ -23,13 +29,15 @@ SETTINGS = {"name": "gpaw", "dispersion": None, "spinpol": True,
 STOP_AT = 8
 
 
-def atoms_with(folder, shift=0.0):
+def atoms_with(folder, shift=0.0, mixer=None):
     pytest.importorskip("gpaw")
     atoms = v2o3_rhombohedral()
     atoms.positions += np.random.default_rng(3).normal(0.0, 0.1, atoms.positions.shape)
     atoms.positions[0, 0] += shift
-    calculators.prepare_atoms(SETTINGS, atoms)
-    atoms.calc = calculators.make_calculator(SETTINGS, directory=folder)
+    settings = SETTINGS if mixer is None else {
+        **SETTINGS, "gpaw": {**SETTINGS["gpaw"], "mixer": {"backend": mixer}}}
+    calculators.prepare_atoms(settings, atoms)
+    atoms.calc = calculators.make_calculator(settings, directory=folder)
     return atoms
 
 
@@ -38,17 +46,26 @@ def iterations(atoms):
 
 
 @pytest.fixture(scope="module")
-def reference(tmp_path_factory):
-    atoms = atoms_with(tmp_path_factory.mktemp("reference"))
-    forces = atoms.get_forces()
-    return atoms.get_potential_energy(), forces, iterations(atoms)
+def references(tmp_path_factory):
+    """mixer -> the uninterrupted SCF's energy, forces and iterations"""
+    done = {}
+
+    def reference(mixer):
+        if mixer not in done:
+            atoms = atoms_with(tmp_path_factory.mktemp("reference"), mixer=mixer)
+            forces = atoms.get_forces()
+            done[mixer] = atoms.get_potential_energy(), forces, iterations(atoms)
+        return done[mixer]
+    return reference
 
 
-def test_a_stopped_scf_resumes_where_it_stopped(tmp_path, reference):
-    energy, forces, n_fresh = reference
-    assert n_fresh > STOP_AT + 5  # the stop is in the middle
-    path = tmp_path / "scf.npz"
-    atoms = atoms_with(tmp_path / "stopped")
+@pytest.fixture
+def reference(references):
+    return references(None)
+
+
+def stopped_at(folder, path, mixer=None):
+    atoms = atoms_with(folder, mixer=mixer)
     keep = SCFCheckpoint(path, every_s=1e9,
                          should_stop=lambda it, s: "stopped for the test" if it == STOP_AT else None)
     assert keep.attach(atoms.calc)
@@ -56,21 +73,51 @@ def test_a_stopped_scf_resumes_where_it_stopped(tmp_path, reference):
                                           f"iteration {STOP_AT} is in .*scf.npz"):
         atoms.get_forces()
     assert keep.written == 1 and keep.last_iteration == STOP_AT
+    return keep
+
+
+@pytest.mark.parametrize("mixer", [None, "msr1"])
+def test_a_stopped_scf_goes_on_exactly_as_the_uninterrupted_one(tmp_path, references, mixer):
+    """With the mixer's history and the criteria's kept, the resumed SCF is the rest of the
+    uninterrupted one: the same iterations in all and the same result to rounding. The
+    engine's MD Pulay (the default) and GPAW's MSR1 (the ML presets' finish)."""
+    energy, forces, n_fresh = references(mixer)
+    assert n_fresh > STOP_AT + 5  # the stop is in the middle
+    path = tmp_path / "scf.npz"
+    stopped_at(tmp_path / "stopped", path, mixer)
     with np.load(path, allow_pickle=False) as data:
         assert int(data["spins"]) == 2 and data["rho_0"].shape == data["rho_1"].shape
+        assert any(key.startswith("mixer/") for key in data.files)
 
-    again = atoms_with(tmp_path / "resumed")
+    again = atoms_with(tmp_path / "resumed", mixer=mixer)
     note = SCFCheckpoint(path).resume(again.calc, again)
     assert note.startswith(f"the SCF resumes from the density after iteration {STOP_AT}")
+    assert note.endswith("with its mixer's memory")
+    resumed = again.get_forces()
+    print(f"{mixer or 'md-pulay'}: fresh SCF {n_fresh} iterations; stopped at {STOP_AT}, "
+          f"resumed in {iterations(again)}")
+    assert iterations(again) == n_fresh - STOP_AT
+    assert again.get_potential_energy() == pytest.approx(energy, abs=1e-8)
+    assert np.abs(resumed - forces).max() < 1e-8
+
+
+def test_a_checkpoint_without_the_mixer_memory_resumes_from_the_density(tmp_path, reference):
+    """A file with the density matrix alone (session 28's, or a mixer this module cannot
+    keep) still resumes: from that density, the mixer afresh, to the same result within the
+    SCF's criteria, in fewer iterations than a fresh SCF's."""
+    energy, forces, n_fresh = reference
+    path = tmp_path / "scf.npz"
+    stopped_at(tmp_path / "stopped", path)
+    with np.load(path, allow_pickle=False) as data:
+        kept = {key: data[key] for key in data.files if not key.startswith(MEMORY_PREFIXES)}
+    np.savez(path, **kept)
+    again = atoms_with(tmp_path / "resumed")
+    note = SCFCheckpoint(path).resume(again.calc, again)
+    assert note.endswith(f"iteration {STOP_AT} of the stopped one ({path}), with a fresh mixer")
     resumed = again.get_forces()
     assert again.get_potential_energy() == pytest.approx(energy, abs=1e-4)
     assert np.abs(resumed - forces).max() < 2e-3
-    print(f"fresh SCF {n_fresh} iterations; stopped at {STOP_AT}, resumed in "
-          f"{iterations(again)}")
-    # it went on from where it was: fewer than a fresh SCF's iterations, which the first
-    # STOP_AT iterations and the rest add up to give or take the mixer's lost memory
-    n_resumed = iterations(again)
-    assert n_resumed < n_fresh - STOP_AT // 2, (n_resumed, n_fresh)
+    assert iterations(again) < n_fresh - STOP_AT // 2, (iterations(again), n_fresh)
 
 
 def test_every_iteration_is_kept_and_other_positions_start_afresh(tmp_path, reference):
@@ -125,9 +172,32 @@ def test_a_run_stopped_in_its_finish_scf_resumes_it_on_restart(tmp_path, monkeyp
     monkeypatch.undo()
     capsys.readouterr()
     driver.restart(tmp_path / "part")
-    assert f"the SCF resumes from the density after iteration {STOP_AT}" in capsys.readouterr().out
+    said = capsys.readouterr().out
+    assert f"the SCF resumes from the density after iteration {STOP_AT}" in said
+    assert "with its mixer's memory" in said
     assert not (tmp_path / "part" / "scf.npz").exists()
     part = read(tmp_path / "part" / "final.traj")
     assert np.array_equal(part.positions, full.positions)
-    assert part.get_potential_energy() == pytest.approx(full.get_potential_energy(), abs=1e-4)
-    assert np.abs(part.get_forces() - full.get_forces()).max() < 2e-3
+    assert part.get_potential_energy() == pytest.approx(full.get_potential_energy(), abs=1e-8)
+    assert np.abs(part.get_forces() - full.get_forces()).max() < 1e-8
+
+
+def test_a_stopped_scf_goes_on_exactly_under_mpirun(tmp_path):
+    """Under ``mpirun -np 2`` (tests/mpi_scf_resume.py): spin-polarised with MSR1, one spin
+    per rank (each rank holds one spin's density matrix: both must reach the file), and
+    spin-paired with MD Pulay, the grid split over the ranks (each rank's part of the mixer's
+    memory goes back to that rank); each resumed SCF is the rest of the uninterrupted one."""
+    pytest.importorskip("gpaw")
+    from conftest import run_mpi
+    out = tmp_path / "resume.json"
+    run_mpi(["python", str(Path(__file__).with_name("mpi_scf_resume.py")), str(out)],
+            timeout=900)
+    report = json.loads(out.read_text())
+    assert report["ranks"] == 2
+    for name in ("spin-polarised, msr1", "spin-paired, md-pulay"):
+        case = report[name]
+        full, resumed = case["uninterrupted"], case["resumed"]
+        assert case["note"].endswith("with its mixer's memory"), (name, case["note"])
+        assert resumed["iterations"] == full["iterations"] - case["stop_at"], name
+        assert resumed["energy"] == pytest.approx(full["energy"], abs=1e-8), name
+        assert np.abs(np.subtract(resumed["forces"], full["forces"])).max() < 1e-8, name

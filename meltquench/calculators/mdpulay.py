@@ -123,6 +123,53 @@ class MDPulayMixer(BaseMixer):
         self.dropped = int(state["dropped"])
         self.point = None
 
+    def memory_arrays(self):
+        """This rank's whole memory, the SCF in progress included (its current input and
+        residual), as name -> array: with :meth:`set_memory_arrays` in the same place of a
+        resumed SCF (same positions and ranks), it mixes on as the stopped one would have.
+        For :mod:`meltquench.calculators.scf_checkpoint`."""
+        out = {"gram": self.gram, "geometry": np.array(self.geometry),
+               "dropped": np.array(self.dropped), "pairs": np.array(len(self.pairs))}
+        if self._owners is not None:
+            out["owners"] = self._owners
+        for key in ("u", "uD", "dRc", "geometry"):
+            if self.pairs:
+                out[f"pairs.{key}"] = np.stack([np.asarray(p[key]) for p in self.pairs])
+        for key, value in (self.point or {}).items():
+            out[f"point.{key}"] = np.asarray(value)
+        return out
+
+    def memory_misfit(self, arrays):
+        """Why :meth:`memory_arrays` output cannot go into this rank's mixer (the atoms owned
+        by other ranks, another grid), or None if it fits."""
+        owners = arrays.get("owners")
+        if (owners is None) != (self._owners is None) or (
+                owners is not None and not np.array_equal(owners, self._owners)):
+            return "MD Pulay: the atoms are owned by other ranks"
+        shape = self.desc.empty(self.ncomponents).data.shape
+        if any(arrays[key].shape[-len(shape):] != shape
+               for key in ("point.n", "pairs.u") if key in arrays):
+            return "MD Pulay: another grid"
+        if "pairs" not in arrays or "gram" not in arrays:
+            return "MD Pulay: not its memory"
+        return None
+
+    def set_memory_arrays(self, arrays):
+        """Restore :meth:`memory_arrays` output of this rank (check :meth:`memory_misfit` on
+        every rank first)."""
+        count = int(arrays["pairs"])
+        pairs = [{key: np.array(arrays[f"pairs.{key}"][i]) for key in ("u", "uD", "dRc")}
+                 | {"geometry": int(arrays["pairs.geometry"][i])} for i in range(count)]
+        self.pairs = pairs
+        self.gram = np.array(arrays["gram"], dtype=float).reshape(count, count)
+        self.geometry = int(arrays["geometry"])
+        self.dropped = int(arrays["dropped"])
+        point = {key[len("point."):]: np.array(value) for key, value in arrays.items()
+                 if key.startswith("point.")}
+        if "norm" in point:
+            point["norm"] = float(point["norm"])
+        self.point = point or None
+
     def _keep_only(self, mask):
         mask = np.asarray(mask, dtype=bool)
         self.pairs = [p for p, k in zip(self.pairs, mask) if k]

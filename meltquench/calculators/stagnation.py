@@ -48,6 +48,9 @@ class Stagnation(Criterion):
 
     name = "stagnation"
     tablename = "stag"
+    #: True for an SCF that goes on from a stopped one's memory (its errors restored):
+    #: its first iteration does not start the list afresh
+    continues = False
 
     def __init__(self, iterations=25, factor=2.0):
         self.iterations = int(iterations)
@@ -61,8 +64,9 @@ class Stagnation(Criterion):
         self.errors = []
 
     def __call__(self, context):
-        if context.niter == 1:
+        if context.niter == 1 and not self.continues:
             self.errors = []
+        self.continues = False
         nv = context.wfs.nvalence
         error = context.dens.error
         if nv and error is not None:
