@@ -121,3 +121,33 @@ def test_gpaw_hubbard_u_reaches_gpaw(serial, tmp_path):
     # Same cell and grid without U (the serial run's first energy): the Dudarev term changes
     # the energy of V2O3 by far more than the SCF tolerance.
     assert abs(energy_u - serial["energies"][0]) > 0.1
+
+
+def test_the_extrapolation_memory_of_an_scf_split_over_spins_goes_back_by_spin():
+    """Rank r holds spin r's matrices; gathered by spin (two fake ranks' states), each rank
+    gets its own spin's back, a checkpoint that lacks a spin gives none, and an old one
+    (no ``spins``) is taken as it is."""
+    from meltquench.calculators.gpaw import _every_spin, _my_spins
+
+    class TwoRanks:  # comm.gather as rank 0 of two ranks would see it
+        def __init__(self, other):
+            self.other = other
+
+        def gather(self, mine, root=0):
+            return [mine, self.other]
+    steps = 3
+    state = {"order": 2, "rho": [[np.full((2, 2), 10.0 * h)] for h in range(steps)],
+             "aux": [[np.full((2, 2), -1.0 * h)] for h in range(steps)]}
+    other = ([1], {"order": 2, "rho": [[np.full((2, 2), 10.0 * h + 1)] for h in range(steps)],
+                   "aux": [[np.full((2, 2), -1.0 * h - 0.5)] for h in range(steps)]})
+    whole = _every_spin(state, [0], TwoRanks(other))
+    assert whole["spins"] == [0, 1]
+    assert [[m[0, 0] for m in mats] for mats in whole["rho"]] == [[0, 1], [10, 11], [20, 21]]
+    assert [[m[0, 0] for m in mats] for mats in whole["aux"]] == [[0, -0.5], [-1, -1.5],
+                                                                  [-2, -2.5]]
+    rank1 = _my_spins(whole, [1])
+    assert [mats[0][0, 0] for mats in rank1["rho"]] == [1, 11, 21]
+    assert [mats[0][0, 0] for mats in rank1["aux"]] == [-0.5, -1.5, -2.5]
+    assert _my_spins({**whole, "spins": [0]}, [1]) is None
+    old = {"rho": state["rho"]}
+    assert _my_spins(old, [1]) is old

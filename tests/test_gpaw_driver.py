@@ -215,6 +215,20 @@ def test_gpaw_restart_under_mpirun_np2_continues_bit_for_bit(parallel, tmp_path)
 
 
 @pytest.mark.skipif(MPIRUN is None, reason="mpirun not installed")
+def test_a_spin_polarised_restart_under_mpirun_np2_continues_bit_for_bit(tmp_path):
+    """Spin-polarised on 2 ranks GPAW puts one spin on each rank, so each rank's
+    extrapolation history holds its own spin's density matrices: the checkpoint gathers
+    them by spin and gives each rank its own back (until session 29 it kept rank 0's, and
+    rank 1 restarted from spin 0's matrices)."""
+    spin = ["--set", "calculator.spinpol=true"]
+    whole = tmp_path / "whole"
+    proc = run_mpi(["python", "-m", "meltquench.cli", *ARGS, *spin, "-o", str(whole)], np=2,
+                   timeout=900)
+    assert "GPAW parallel layout: kpt 2, domain 1, band 1" in proc.stdout
+    assert_same_run(whole, stopped_and_continued(tmp_path / "part", np=2, extra=spin))
+
+
+@pytest.mark.skipif(MPIRUN is None, reason="mpirun not installed")
 @pytest.mark.skipif(not gpaw_has_scalapack(), reason="GPAW built without ScaLAPACK "
                     "(scripts/setup.sh builds it with Debian's libscalapack-openmpi-dev)")
 def test_gpaw_band_parallel_restart_continues_bit_for_bit(tmp_path):

@@ -108,6 +108,11 @@ class DensityMatrixExtrapolation:
 
     _density_matrix = staticmethod(density_matrix)
 
+    def local_spins(self):
+        """The spins of this rank's orbitals, in the order of the history's matrices (an SCF
+        split over spins holds one spin per rank)."""
+        return [w.spin for w in self._wave_functions()]
+
     def store(self):
         """GPAW's 'converged' hook: keep this step's density matrices."""
         if not self.enabled:
@@ -147,8 +152,9 @@ class DensityMatrixExtrapolation:
         """The history as plain data (positions in Å, density matrices, GPAW's Fermi levels
         in Hartree, which its next occupation search starts from): what a checkpoint needs
         for the next SCF to start where the uninterrupted run's did. None when switched off.
-        The density matrices are whole on every rank, so rank 0's state is the whole state;
-        they take ``(order + 1) * spins * M**2 * 8`` bytes for M atomic orbitals."""
+        The density matrices are whole on every rank that holds their spin (one spin per rank
+        when the SCF is split over spins: :func:`meltquench.calculators.gpaw.scf_memory`
+        gathers them); they take ``(order + 1) * spins * M**2 * 8`` bytes for M atomic orbitals."""
         if not self.enabled:
             return None
         fermi = getattr(getattr(self.calc, "dft", None), "ibzwfs", None)

@@ -417,7 +417,8 @@ def _scf_memories(calc):
 
 def scf_memory(calc, comm):
     """What GPAW carries from one MD step's SCF to the next, as plain data for a checkpoint:
-    the density-matrix extrapolation's history (whole on every rank; rank 0's is kept) and
+    the density-matrix extrapolation's history (each spin's matrices whole on the ranks that
+    hold that spin; gathered by spin to rank 0) and
     the md-pulay mixer's secant pairs (one part per rank, gathered to rank 0). With it a
     restarted run's next SCF starts and mixes as the uninterrupted run's did, so the run
     continues bit for bit rather than to the SCF's precision. ``{}`` for calculators that
@@ -432,10 +433,51 @@ def scf_memory(calc, comm):
     for extrapolation, mixer in _scf_memories(calc):
         state = extrapolation.get_state() if extrapolation is not None else None
         if state is not None:
-            memory["extrapolation"] = state
+            memory["extrapolation"] = _every_spin(state, extrapolation.local_spins(), comm)
         if mixer is not None:
             memory["mixer"] = comm.gather(mixer.get_state(), root=0)
     return memory
+
+
+#: the extrapolation state's entries that hold matrices per spin: [step][spin]
+_PER_SPIN = ("rho", "aux")
+
+
+def _every_spin(state, spins, comm):
+    """This rank's extrapolation ``state`` (matrices of its own ``spins``, in that order) with
+    every other rank's: each step's matrices for spin 0, 1, ... and ``spins`` listing them,
+    complete on rank 0. Collective."""
+    pieces = comm.gather((list(spins), state), root=0)
+    if pieces is None:
+        return state
+    whole = dict(state)
+    for key in _PER_SPIN:
+        if state.get(key) is None:
+            continue
+        steps = []
+        for h in range(len(state[key])):
+            by_spin = {s: piece[key][h][u] for held, piece in pieces for u, s in enumerate(held)}
+            steps.append([by_spin[s] for s in sorted(by_spin)])
+        whole[key] = steps
+    whole["spins"] = sorted({s for held, _ in pieces for s in held})
+    return whole
+
+
+def _my_spins(state, spins):
+    """The matrices of this rank's ``spins`` from :func:`_every_spin` output; None if a spin
+    is missing. A checkpoint written before the spins were gathered has no ``spins`` and is
+    taken as it is (rank 0's matrices, right unless the SCF was split over spins)."""
+    every = state.get("spins")
+    if every is None:
+        return state
+    every = [int(s) for s in every]
+    if any(s not in every for s in spins):
+        return None
+    mine = dict(state)
+    for key in _PER_SPIN:
+        if state.get(key) is not None:
+            mine[key] = [[mats[every.index(s)] for s in spins] for mats in state[key]]
+    return mine
 
 
 def restore_scf_memory(calc, memory, comm):
@@ -447,8 +489,11 @@ def restore_scf_memory(calc, memory, comm):
     left_out = []
     memory = memory or {}
     for extrapolation, mixer in _scf_memories(calc):
+        state = memory.get("extrapolation")
+        if state and extrapolation is not None:
+            state = _my_spins(state, extrapolation.local_spins())
         if memory.get("extrapolation") and (
-                extrapolation is None or not extrapolation.set_state(memory["extrapolation"])):
+                extrapolation is None or state is None or not extrapolation.set_state(state)):
             left_out.append("extrapolation history")
         parts = memory.get("mixer")
         if parts:
