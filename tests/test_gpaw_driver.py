@@ -174,6 +174,16 @@ def assert_same_run(a, b):
         assert np.array_equal(fa.get_momenta(), fb.get_momenta())
 
 
+def two_rank_restart_is_bit_for_bit(tmp_path, extra, layout):
+    """A run of ARGS with ``extra`` on 2 ranks in GPAW's ``layout``, whole and stopped then
+    continued: the same run bit for bit."""
+    whole = tmp_path / "whole"
+    proc = run_mpi(["python", "-m", "meltquench.cli", *ARGS, *extra, "-o", str(whole)], np=2,
+                   timeout=900)
+    assert f"GPAW parallel layout: {layout}" in proc.stdout
+    assert_same_run(whole, stopped_and_continued(tmp_path / "part", np=2, extra=extra))
+
+
 def test_gpaw_restart_continues_bit_for_bit(serial, tmp_path):
     """Stopped after its first step and continued, a GPAW run ends bit for bit where the
     uninterrupted run ends: the checkpoint holds the forces of its step and what GPAW carries
@@ -220,12 +230,8 @@ def test_a_spin_polarised_restart_under_mpirun_np2_continues_bit_for_bit(tmp_pat
     extrapolation history holds its own spin's density matrices: the checkpoint gathers
     them by spin and gives each rank its own back (until session 29 it kept rank 0's, and
     rank 1 restarted from spin 0's matrices)."""
-    spin = ["--set", "calculator.spinpol=true"]
-    whole = tmp_path / "whole"
-    proc = run_mpi(["python", "-m", "meltquench.cli", *ARGS, *spin, "-o", str(whole)], np=2,
-                   timeout=900)
-    assert "GPAW parallel layout: kpt 2, domain 1, band 1" in proc.stdout
-    assert_same_run(whole, stopped_and_continued(tmp_path / "part", np=2, extra=spin))
+    two_rank_restart_is_bit_for_bit(tmp_path, ["--set", "calculator.spinpol=true"],
+                                    "kpt 2, domain 1, band 1")
 
 
 @pytest.mark.skipif(MPIRUN is None, reason="mpirun not installed")
@@ -234,12 +240,8 @@ def test_a_spin_polarised_restart_under_mpirun_np2_continues_bit_for_bit(tmp_pat
 def test_gpaw_band_parallel_restart_continues_bit_for_bit(tmp_path):
     """And with the bands split over 2 ranks (ScaLAPACK): the density matrices are whole on
     every rank, the grid is not split."""
-    band = ["--set", "calculator.gpaw.parallel={band: 2}"]
-    whole = tmp_path / "whole"
-    proc = run_mpi(["python", "-m", "meltquench.cli", *ARGS, *band, "-o", str(whole)], np=2,
-                   timeout=900)
-    assert "GPAW parallel layout: kpt 1, domain 1, band 2" in proc.stdout
-    assert_same_run(whole, stopped_and_continued(tmp_path / "part", np=2, extra=band))
+    two_rank_restart_is_bit_for_bit(tmp_path, ["--set", "calculator.gpaw.parallel={band: 2}"],
+                                    "kpt 1, domain 1, band 2")
 
 
 @pytest.mark.skipif(MPIRUN is None, reason="mpirun not installed")
